@@ -1,0 +1,295 @@
+"""Typed pipeline configuration: YAML layers + command-line overrides, validated once.
+
+A job calls :func:`load_config` with its argv and the name of its own section. The result is a
+frozen :class:`PipelineConfig`; every key in every layer is validated, so a typo anywhere is an
+error that names the key. Precedence (lowest first): defaults in code, each ``--config`` file
+(default ``conf/local.yaml``), ``--set a.b=c`` pairs, then the job's own flags
+(``--min-count 5`` sets ``<section>.min_count``), then ``--master``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, model_validator
+
+from recsys.config import TrainConfig
+
+DEFAULT_CONFIG = "conf/local.yaml"
+TableFormat = Literal["delta", "parquet", "csv"]
+HandleInvalid = Literal["error", "skip", "keep"]
+
+
+class ConfigError(ValueError):
+    """A configuration file, key or flag is wrong; the message names it."""
+
+
+class StrictModel(BaseModel):
+    """Base for config sections: unknown keys are errors and values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SparkConfig(StrictModel):
+    """How the SparkSession is built; ignored where spark-submit already chose (master, jars)."""
+
+    master: str = "local[*]"
+    app_name: str = "graph-rec-embeddings"
+    shuffle_partitions: PositiveInt = 8
+    ui_enabled: bool = False
+    driver_memory: str = "4g"
+    checkpoint_dir: str = "data/checkpoints"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class MlflowConfig(StrictModel):
+    """Where runs are tracked and models registered."""
+
+    tracking_uri: str = "sqlite:///data/mlflow.db"
+    experiment: str = "graph-rec-embeddings"
+    enabled: bool = True
+
+
+class SynthConfig(StrictModel):
+    """Synthetic Criteo-shaped click log + user-item edge table (embedded default and tests)."""
+
+    num_rows: PositiveInt = 100_000
+    num_dense: PositiveInt = 6
+    num_categorical: PositiveInt = 8
+    num_noise_fields: NonNegativeInt = 2
+    cardinality: PositiveInt = 2_000
+    zipf_exponent: PositiveFloat = 1.2
+    num_users: PositiveInt = 2_000
+    num_items: PositiveInt = 1_000
+    num_communities: PositiveInt = 8
+    num_tags: PositiveInt = 200
+    num_partitions: PositiveInt = 4
+    start_date: dt.date = dt.date(2026, 1, 1)
+    num_days: PositiveInt = 14
+    seed: int = 7
+    output: str = "data/raw/clicks"
+    edges_output: str = "data/raw/edges"
+    oracle_output: str = "data/raw/oracle"
+
+
+class VocabConfig(StrictModel):
+    """Which categorical columns get vocabularies, and the thresholds that admit values."""
+
+    input: str = "data/raw/clicks"
+    input_format: TableFormat = "delta"
+    features: list[str] = Field(default_factory=list)
+    min_count: PositiveInt = 1
+    max_size: PositiveInt | None = None
+    max_size_per_feature: dict[str, PositiveInt] = Field(default_factory=dict)
+    time_col: str | None = None
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    output: str = "data/vocab"
+
+    @model_validator(mode="after")
+    def _window_is_ordered(self) -> "VocabConfig":
+        if (self.start or self.end) and not self.time_col:
+            raise ValueError("vocab.start/vocab.end need vocab.time_col")
+        if self.start and self.end and self.start >= self.end:
+            raise ValueError(f"vocab.start ({self.start}) must be before vocab.end ({self.end})")
+        unknown = set(self.max_size_per_feature) - set(self.features)
+        if unknown:
+            raise ValueError(f"vocab.max_size_per_feature names features not in vocab.features: {sorted(unknown)}")
+        return self
+
+
+class EncodeConfig(StrictModel):
+    """Rewrite a table with integer ids from the vocabulary table."""
+
+    input: str = "data/raw/clicks"
+    input_format: TableFormat = "delta"
+    vocab: str = "data/vocab"
+    features: list[str] = Field(default_factory=list)
+    handle_invalid: HandleInvalid = "keep"
+    broadcast_max_rows: PositiveInt = 1_000_000
+    output: str = "data/encoded"
+
+
+class FastRPConfig(StrictModel):
+    """FastRP (Chen et al. 2019) over an edge table; see embeddings/fastrp.py for the maths."""
+
+    edges: str = "data/raw/edges"
+    edges_format: TableFormat = "delta"
+    src_col: str = "src"
+    dst_col: str = "dst"
+    weight_col: str | None = None
+    directed: bool = False
+    output: str = "data/fastrp"
+    dim: PositiveInt = 128
+    iteration_weights: list[float] = Field(default_factory=lambda: [0.0, 1.0, 1.0, 1.0], min_length=1)
+    normalization_strength: float = 0.0
+    self_influence: float = Field(default=0.0, ge=0.0)
+    sparsity: PositiveFloat | None = None
+    variant: Literal["paper", "gds"] = "paper"
+    standardize: bool = False
+    seed: int = 42
+    engine: Literal["spark", "local"] = "spark"
+    estimate: bool = False
+    num_partitions: PositiveInt | None = None
+
+
+class PipelineConfig(StrictModel):
+    """The whole pipeline's configuration; each job reads the sections it needs."""
+
+    spark: SparkConfig = SparkConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    synth: SynthConfig = SynthConfig()
+    vocab: VocabConfig = VocabConfig()
+    encode: EncodeConfig = EncodeConfig()
+    fastrp: FastRPConfig = FastRPConfig()
+    train: TrainConfig = TrainConfig()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _set_path(doc: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = doc
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: '{key}' is not a section")
+    node[keys[-1]] = value
+
+
+def _is_list(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_list(a) for a in get_args(annotation) if a is not type(None))
+    return origin is list
+
+
+def _is_bool(annotation: Any) -> bool:
+    return annotation is bool
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _parse_flag_value(text: str, annotation: Any) -> Any:
+    if _is_list(annotation):
+        parsed = _parse_scalar(text)
+        if isinstance(parsed, list):
+            return parsed
+        return [_parse_scalar(t.strip()) for t in text.split(",") if t.strip()]
+    if get_origin(annotation) is dict:
+        return _parse_scalar(text)
+    parsed = _parse_scalar(text)
+    # Keep strings as strings for str fields (a path like 'null' or '0123' must stay text).
+    return text if annotation is str else parsed
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def build_parser(section: str | None, description: str | None = None) -> argparse.ArgumentParser:
+    """Argument parser: common flags plus one flag per field of the job's config section."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", action="append", default=None, metavar="YAML",
+                        help=f"config file (repeat to layer; default {DEFAULT_CONFIG} or $PIPELINE_CONFIG)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override any key, e.g. --set spark.shuffle_partitions=4")
+    parser.add_argument("--master", default=None, help="Spark master (overrides spark.master and $SPARK_MASTER)")
+    parser.add_argument("--schema", action="store_true", help="print the config JSON schema and exit")
+    if section is not None:
+        model = PipelineConfig.model_fields[section].annotation
+        group = parser.add_argument_group(f"{section} settings (each overrides {section}.<name>)")
+        for name, field in model.model_fields.items():
+            kwargs: dict[str, Any] = {"dest": f"{section}__{name}", "default": None, "help": field.description}
+            if _is_bool(field.annotation):
+                group.add_argument(_flag(name), action=argparse.BooleanOptionalAction, **kwargs)
+            else:
+                group.add_argument(_flag(name), metavar=name.upper(), **kwargs)
+    return parser
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown config key '{loc}'")
+        else:
+            lines.append(f"config key '{loc}': {err['msg']} (got {err.get('input')!r})")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_config(argv: list[str] | None, section: str | None = None, description: str | None = None) -> PipelineConfig:
+    """Merge config layers and flags for one job, validate everything, and return it frozen.
+
+    Raises:
+        ConfigError: a file is missing or unreadable, a key is unknown, or a value has the wrong type.
+        SystemExit: on ``--help``/``--schema`` (exit code 0) or an unparsable flag (2).
+    """
+    parser = build_parser(section, description)
+    args = parser.parse_args(argv)
+    if args.schema:
+        print(json.dumps(PipelineConfig.model_json_schema(), indent=2))
+        raise SystemExit(0)
+    files = args.config or [os.environ.get("PIPELINE_CONFIG", DEFAULT_CONFIG)]
+    doc: dict[str, Any] = {}
+    for path in files:
+        doc = _merge(doc, _read_yaml(path))
+    for pair in args.overrides:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        _set_path(doc, key.strip(), _parse_scalar(value))
+    if section is not None:
+        model = PipelineConfig.model_fields[section].annotation
+        for name, field in model.model_fields.items():
+            value = getattr(args, f"{section}__{name}")
+            if value is None:
+                continue
+            if not isinstance(value, bool):
+                value = _parse_flag_value(value, field.annotation)
+            _set_path(doc, f"{section}.{name}", value)
+    master = args.master or os.environ.get("SPARK_MASTER")
+    if master:
+        _set_path(doc, "spark.master", master)
+    try:
+        return PipelineConfig.model_validate(doc)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None
