@@ -130,15 +130,63 @@ class FastRPConfig(StrictModel):
     output: str = "data/fastrp"
     dim: PositiveInt = 128
     iteration_weights: list[float] = Field(default_factory=lambda: [0.0, 1.0, 1.0, 1.0], min_length=1)
+    iterations: PositiveInt | None = Field(default=None, description="if set, must equal len(iteration_weights)")
     normalization_strength: float = 0.0
     self_influence: float = Field(default=0.0, ge=0.0)
-    sparsity: PositiveFloat | None = None
+    sparsity: float | None = Field(default=None, ge=1.0, description="s >= 1 (density 1/s); default sqrt(N)")
     variant: Literal["paper", "gds"] = "paper"
     standardize: bool = False
     seed: int = 42
     engine: Literal["spark", "local"] = "spark"
     estimate: bool = False
-    num_partitions: PositiveInt | None = None
+    num_partitions: PositiveInt | None = Field(default=None, description="Spark partitions of the block stages")
+    block_size: PositiveInt = Field(default=131_072, description="nodes per block of the Spark engine")
+
+    @model_validator(mode="after")
+    def _weights_match_iterations(self) -> "FastRPConfig":
+        if self.iterations is not None and self.iterations != len(self.iteration_weights):
+            raise ValueError(f"fastrp.iterations ({self.iterations}) must equal the number of "
+                             f"fastrp.iteration_weights ({len(self.iteration_weights)}: {self.iteration_weights})")
+        if not any(self.iteration_weights) and self.self_influence == 0:
+            raise ValueError("fastrp.iteration_weights are all 0 and fastrp.self_influence is 0: every embedding would be 0")
+        if any(w != w for w in self.iteration_weights):
+            raise ValueError("fastrp.iteration_weights must not contain NaN")
+        return self
+
+
+class QualityConfig(StrictModel):
+    """Great Expectations gates (embeddings/quality.py): where evidence goes and each suite's bounds."""
+
+    enabled: bool = Field(default=True, description="run the gates (false: skip them, with a warning)")
+    output: str = Field(default="data/quality", description="results + Data Docs, one folder per suite")
+    data_docs: bool = True
+    persist: bool = Field(default=True, description="cache a Spark frame while its metrics are computed")
+    examples: PositiveInt = Field(default=5, description="unexpected values quoted per failed expectation")
+    # clicks: the raw click log
+    id_col: str = "event_id"
+    label_col: str = "label"
+    time_col: str | None = "ts"
+    dense_cols: list[str] = Field(default_factory=lambda: [f"I{i}" for i in range(1, 7)])
+    categorical_cols: list[str] = Field(default_factory=lambda: [f"C{i}" for i in range(1, 9)] + ["tags"])
+    min_rows: NonNegativeInt = 1
+    max_rows: PositiveInt | None = None
+    dense_min: float | None = 0.0
+    dense_max: float | None = Field(default=None, description="None: any finite value")
+    unique_ids: bool = True
+    # vocabulary and vocabulary_ids
+    vocab_min_id: NonNegativeInt = Field(default=2, description="ids 0 (missing) and 1 (OOV) are reserved")
+    vocab_allow_dropped: bool = False
+    # edges
+    src_col: str = "src"
+    dst_col: str = "dst"
+    weight_col: str | None = "weight"
+    # embeddings
+    node_col: str = "node"
+    embedding_col: str = "embedding"
+    min_norm: float = Field(default=0.0, ge=0.0)
+    max_norm: PositiveFloat | None = Field(default=None, description="None: any finite norm")
+    # scores
+    probability_col: str = "probability"
 
 
 class PipelineConfig(StrictModel):
@@ -151,6 +199,7 @@ class PipelineConfig(StrictModel):
     encode: EncodeConfig = EncodeConfig()
     fastrp: FastRPConfig = FastRPConfig()
     train: TrainConfig = TrainConfig()
+    quality: QualityConfig = QualityConfig()
 
 
 # --------------------------------------------------------------------------- loading

@@ -183,26 +183,17 @@ def best_auc(spark, oracle) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Generate the synthetic click log, edge table and oracle into Delta tables."""
+    """``python -m embeddings.synth``: the same as ``jobs/make_synthetic.py``."""
     from embeddings.config import load_config
-    from embeddings.io import write_delta
     from embeddings.spark import spark_session
+    from embeddings.stages import run_synth
 
     cfg = load_config(argv, section="synth", description=main.__doc__)
-    s = cfg.synth
     with spark_session(cfg.spark) as spark:
-        rows = generate(spark, s).cache()
-        auc = best_auc(spark, rows.select("label", "p_true"))
-        meta = {"job": "synth", "seed": s.seed, "num_rows": s.num_rows, "best_auc": auc,
-                "noise_fields": [f"C{s.num_categorical - i}" for i in range(s.num_noise_fields)][::-1]}
-        clicks = write_delta(rows.drop("p_true"), s.output, metadata=meta)
-        oracle = write_delta(rows.select("event_id", "label", "p_true"), s.oracle_output, metadata=meta)
-        edges = write_delta(edges_from_clicks(spark.read.format("delta").load(s.output)), s.edges_output,
-                            metadata={**meta, "clicks_version": clicks.version})
-        rows.unpersist()
-    print(f"synthetic click log: {clicks.path} ({clicks.num_rows} rows, Delta v{clicks.version}), "
-          f"best possible AUC {auc:.4f}")
-    print(f"edges: {edges.path} ({edges.num_rows} edges, v{edges.version}); oracle: {oracle.path}")
+        out = run_synth(spark, cfg)
+    c, e = out["clicks"], out["edges"]
+    print(f"click log: {c.path} ({c.num_rows} rows, Delta v{c.version}); best possible AUC {out['best_auc']:.4f}")
+    print(f"edges: {e.path} ({e.num_rows} edges, Delta v{e.version}); oracle: {out['oracle'].path}")
     return 0
 
 

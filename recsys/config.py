@@ -1,15 +1,167 @@
-"""Typed configuration of CTR training (pure pydantic: no torch import here)."""
+"""Typed configuration of CTR training (pure pydantic: no torch import here).
+
+``TrainConfig`` is the ``train:`` section of the pipeline config. Variants are picked by a
+``kind`` discriminator: ``train.layout.kind`` (vocab | hashed | unified), ``train.model.kind``
+(dlrm | dcn), ``train.split.kind`` (random | time). Defaults live here; YAML holds only changes.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+
+# Sharding types TorchRec's planner knows; which ones a backend offers is checked at plan time
+# (on CPU/gloo: data_parallel, table_wise, column_wise, table_column_wise; row-wise needs GPUs).
+ShardingTypeName = Literal["data_parallel", "table_wise", "column_wise", "row_wise", "table_row_wise",
+                           "table_column_wise"]
 
 
-class TrainConfig(BaseModel):
-    """CTR training settings (filled in by the TorchRec training issue)."""
-
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+
+class VocabLayoutConfig(_Strict):
+    """One table per feature, ``num_embeddings`` = the feature's vocabulary size (collisionless)."""
+
+    kind: Literal["vocab"] = "vocab"
+
+
+class HashedLayoutConfig(_Strict):
+    """One table per feature, indexed by a salted hash of the raw value; ``total_rows`` rows in all.
+
+    The rows are split across features in proportion to their vocabulary sizes (at least
+    ``min_rows`` each), the classic per-feature hashing-trick baseline.
+    """
+
+    kind: Literal["hashed"] = "hashed"
+    total_rows: PositiveInt = 100_000
+    min_rows: PositiveInt = 2
+
+
+class UnifiedLayoutConfig(_Strict):
+    """Unified Embedding (Coleman et al., NeurIPS 2023): one shared table of ``total_rows`` rows.
+
+    Feature ``f`` makes ``chunks.get(f, num_chunks)`` lookups with distinct salts; its vector is
+    their concatenation, so its width is ``chunks * embedding_dim``.
+    """
+
+    kind: Literal["unified"] = "unified"
+    total_rows: PositiveInt = 100_000
+    num_chunks: PositiveInt = 1
+    chunks: dict[str, PositiveInt] = Field(default_factory=dict)
+
+
+LayoutConfig = Annotated[Union[VocabLayoutConfig, HashedLayoutConfig, UnifiedLayoutConfig],
+                         Field(discriminator="kind")]
+
+
+class DlrmConfig(_Strict):
+    """DLRM (Naumov et al. 2019): dense MLP, pairwise dot products of all vectors, top MLP."""
+
+    kind: Literal["dlrm"] = "dlrm"
+    dense_arch: list[PositiveInt] = Field(default_factory=lambda: [64])
+    over_arch: list[PositiveInt] = Field(default_factory=lambda: [64, 32])
+
+
+class DcnConfig(_Strict):
+    """DCN-v2 (Wang et al. 2021): low-rank cross network over [dense MLP out, all embeddings], then MLP."""
+
+    kind: Literal["dcn"] = "dcn"
+    dense_arch: list[PositiveInt] = Field(default_factory=lambda: [64])
+    cross_layers: PositiveInt = 2
+    cross_rank: PositiveInt = 16
+    over_arch: list[PositiveInt] = Field(default_factory=lambda: [64, 32])
+
+
+ModelConfig = Annotated[Union[DlrmConfig, DcnConfig], Field(discriminator="kind")]
+
+
+class RandomSplitConfig(_Strict):
+    """Seeded random split: a row's split is a hash of (seed, event_id), so file layout cannot change it."""
+
+    kind: Literal["random"] = "random"
+    valid_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _leaves_training_rows(self) -> "RandomSplitConfig":
+        if self.valid_fraction + self.test_fraction >= 1.0:
+            raise ValueError("split.valid_fraction + split.test_fraction must be < 1")
+        return self
+
+
+class TimeSplitConfig(_Strict):
+    """Time-ordered split: the last ``test_fraction`` of rows by ``ts`` are test, the ones before valid."""
+
+    kind: Literal["time"] = "time"
+    time_col: str = "ts"
+    valid_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _leaves_training_rows(self) -> "TimeSplitConfig":
+        if self.valid_fraction + self.test_fraction >= 1.0:
+            raise ValueError("split.valid_fraction + split.test_fraction must be < 1")
+        return self
+
+
+SplitConfig = Annotated[Union[RandomSplitConfig, TimeSplitConfig], Field(discriminator="kind")]
+
+
+class TrainConfig(_Strict):
+    """CTR training settings: data, layout, model, optimisers, sharding, launch and outputs."""
+
+    # data
     input: str = "data/encoded"
     vocab: str = "data/vocab"
+    oracle: str | None = Field(default=None, description="optional (event_id, p_true) table: best AUC on the test rows")
+    label_col: str = "label"
+    id_col: str = "event_id"
+    dense_features: list[str] | None = Field(default=None, description="default: every I<n> column")
+    sparse_features: list[str] | None = Field(default=None, description="default: every C<n> and array<int> column")
+    read_batch_rows: PositiveInt = 65_536
+    split: SplitConfig = RandomSplitConfig()
+    # embeddings + model
+    layout: LayoutConfig = VocabLayoutConfig()
+    embedding_dim: PositiveInt = 16
+    model: ModelConfig = DlrmConfig()
+    max_embedding_bytes: PositiveInt | None = Field(
+        default=None, description="refuse tables (weights + optimizer state) larger than this many bytes")
+    # optimisation
+    batch_size: PositiveInt = 512
+    epochs: PositiveInt = 1
+    max_steps: PositiveInt | None = None
+    embedding_optimizer: Literal["rowwise_adagrad", "adagrad", "sgd", "adam"] = "rowwise_adagrad"
+    embedding_lr: PositiveFloat = 0.05
+    dense_optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
+    dense_lr: PositiveFloat = 1e-3
+    eval_batch_size: PositiveInt = 4096
     seed: int = 0
+    # distribution
+    world_size: PositiveInt = 1
+    device: Literal["cpu", "cuda"] = "cpu"
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    launcher: Literal["auto", "spark"] = Field(
+        default="auto", description="auto: torchrun env if present, else spawn world_size ranks; spark: TorchDistributor")
+    spark_local_mode: bool = True
+    sharding_types: dict[str, list[ShardingTypeName]] = Field(
+        default_factory=dict, description="allowed sharding types per table name ('*' = every table)")
+    # outputs
+    checkpoint_dir: str | None = None
+    checkpoint_every: NonNegativeInt = 0
+    resume: bool = False
+    export_path: str | None = None
+    metrics_out: str | None = None
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        if self.embedding_optimizer == "adam" and self.device == "cpu":
+            raise ValueError("embedding_optimizer 'adam' (fused Adam) is not offered by FBGEMM on CPU; "
+                             "use rowwise_adagrad, adagrad or sgd, or device cuda")
+        if self.backend == "nccl" and self.device == "cpu":
+            raise ValueError("backend 'nccl' needs device 'cuda'")
+        if (self.resume or self.checkpoint_every) and not self.checkpoint_dir:
+            raise ValueError("resume/checkpoint_every need checkpoint_dir")
+        return self

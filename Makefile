@@ -1,0 +1,42 @@
+# Two commands do everything (README): `make run` and `make test`. Both first bring .venv/ up to
+# date with requirements/lock.txt; with nothing changed that step installs nothing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PYSPARK_PYTHON := $(abspath $(PY))
+export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lock clean
+
+setup: $(STAMP)
+
+# The lock is installed with --no-deps (no resolver, same set everywhere). torchrec needs the CPU
+# build of FBGEMM (fbgemm-gpu-cpu) although its metadata names fbgemm-gpu, and pyspark-client
+# (needed by the Airflow Spark provider) shares pyspark's folder, so the full pyspark is
+# re-installed last: see ../shared/ENVIRONMENT.md.
+$(STAMP): requirements/lock.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements/lock.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --force-reinstall pyspark==4.1.1
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m embeddings.warmup
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) jobs/refresh.py $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Re-resolve requirements/base.in into requirements/lock.txt (run by hand when changing a pin).
+lock:
+	rm -rf /tmp/lock-venv && $(PYTHON) -m venv /tmp/lock-venv
+	/tmp/lock-venv/bin/pip install -q -r requirements/base.in
+	/tmp/lock-venv/bin/pip install -q --no-deps torchrec==1.9.2
+	/tmp/lock-venv/bin/pip freeze --all --exclude-editable > requirements/lock.txt
+
+clean:
+	rm -rf data spark-warehouse metastore_db derby.log

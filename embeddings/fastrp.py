@@ -1,0 +1,385 @@
+"""FastRP maths (Chen et al., CIKM 2019): hash-derived projection, propagation, scipy reference engine.
+
+Pure numpy/scipy: no Spark here. The Spark engine (``embeddings/fastrp_spark.py``) calls the same
+functions inside its pandas UDFs, so both engines build a bit-identical projection R and apply the
+same per-row formulas; only the order of the sparse sums differs (tests: equal to 1e-5).
+
+Symbols: N nodes, M stored (directed) edges, D = ``dim``, K = ``len(iteration_weights)``,
+s = ``sparsity``, beta = ``normalization_strength``, sigma = ``self_influence``.
+
+The algorithm, as the authors' code (GTmac/FastRP ``fastrp.py``) runs it, ``variant="paper"``::
+
+    S   adjacency (N, N), S[i, j] = summed weight of edges i -> j (undirected: S + S^T)
+    P   = D^-1 S, D = diag(row sums of S)                  (rows of zero degree stay 0)
+    X_0 = diag(deg^beta) R                                 (deg = 0 keeps weight 1)
+    X_k = P X_{k-1},   k = 1..K                            (node i averages its out-neighbours)
+    E   = sigma * l2rows(R) + sum_k alpha_k * l2rows(X_k)  (alpha_k = iteration_weights[k-1])
+    E   = standardize_columns(E)                           (optional; mean 0, std 1 per column)
+
+``iteration_weights[0]`` weighs P·R (one hop), as ``fastrp_merge(zip(U_list, weights))`` does in
+the reference code; the paper's BlogCatalog setting ``1,1,7.81,45.28`` therefore weighs hops 1..4.
+The reference code always L2-normalises rows when ``normalization=True`` (the paper's best runs)
+and always applies sklearn's ``scale``; here standardisation is a flag (default off, because a
+per-column shift makes embeddings depend on the whole graph), and the quality bench turns it on.
+
+``variant="gds"`` is Neo4j GDS's order, normalise-then-propagate: ``X_k = l2rows(P X_{k-1})`` and
+``E = sigma * l2rows(R) + sum_k alpha_k X_k``. The default stays ``"paper"``: it is the variant
+whose quality the paper reports and whose reference code the exactness tests mirror.
+
+Self influence (GDS's ``nodeSelfInfluence``) adds the node's own random vector, so a node with no
+out-edges (isolated, or a sink of a directed graph) gets a non-zero embedding when sigma > 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+# --------------------------------------------------------------------------- hashing
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_U64 = (1 << 64) - 1
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser of ``x + golden`` (Steele et al. 2014): a counter-based 64-bit hash.
+
+    Args:
+        x: uint64 array of any shape.
+    Returns:
+        uint64 array of the same shape; arithmetic wraps modulo 2^64.
+    """
+    x = np.asarray(x, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = x + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+        return z ^ (z >> np.uint64(31))
+
+
+def node_keys(ids: Sequence | np.ndarray | pd.Series) -> np.ndarray:
+    """A 64-bit key per node id: integers are mixed by SplitMix64, strings hashed by SipHash.
+
+    The key is a function of the id alone, so every executor and the local engine agree on it.
+    Strings use pandas' ``hash_array`` (SipHash-2-4, fixed key ``0123456789123456``) on the UTF-8
+    text. Integer ids of any width hash as their int64 value.
+
+    Args:
+        ids: (N,) integer or string ids, no nulls.
+    Returns:
+        (N,) uint64 keys.
+    """
+    values = ids.to_numpy() if isinstance(ids, pd.Series) else np.asarray(ids)
+    if values.dtype.kind in "iu":
+        return splitmix64(values.astype(np.int64).view(np.uint64))
+    values = np.asarray(values, dtype=object)
+    return splitmix64(pd.util.hash_array(values, categorize=False))
+
+
+def default_sparsity(num_nodes: int) -> float:
+    """s = sqrt(N), the paper's (and sklearn's ``density='auto'``) choice for very sparse RP."""
+    return max(1.0, math.sqrt(num_nodes))
+
+
+def random_projection(keys: np.ndarray, dim: int, sparsity: float, seed: int) -> np.ndarray:
+    """Rows of the very sparse random projection R (Li, Hastie & Church, KDD 2006), one per key.
+
+    Entry (i, j) is +sqrt(s/D) with probability 1/(2s), -sqrt(s/D) with probability 1/(2s) and 0
+    otherwise, decided by u = splitmix64(splitmix64(key_i + splitmix64(seed)) + j * golden): a
+    counter-based stream, so a row depends only on (seed, node id), never on which machine or
+    partition computes it. ``E[R_ij^2] = 1/D``, as for sklearn's ``SparseRandomProjection``.
+
+    Args:
+        keys: (N,) uint64 node keys from :func:`node_keys`.
+        dim: D >= 1.
+        sparsity: s >= 1 (density 1/s).
+        seed: any int (taken modulo 2^64).
+    Returns:
+        (N, D) float64.
+    """
+    keys = np.asarray(keys, dtype=np.uint64)
+    seed_key = splitmix64(np.asarray([seed & _U64], dtype=np.uint64))[0]
+    with np.errstate(over="ignore"):
+        base = splitmix64(keys + seed_key)  # (N,)
+        counters = np.arange(dim, dtype=np.uint64) * _GOLDEN  # (D,)
+        bits = splitmix64(base[:, None] + counters[None, :])  # (N, D)
+    uniform = (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))  # [0, 1)
+    value = math.sqrt(sparsity / dim)
+    out = np.zeros(bits.shape, dtype=np.float64)
+    out[uniform < 0.5 / sparsity] = value
+    out[(uniform >= 0.5 / sparsity) & (uniform < 1.0 / sparsity)] = -value
+    return out
+
+
+# --------------------------------------------------------------------------- per-row formulas
+
+
+def degree_weights(degree: np.ndarray, beta: float) -> np.ndarray:
+    """deg^beta per node, the paper's normalisation strength; 0^beta is undefined, so deg 0 -> 1.
+
+    Args:
+        degree: (N,) non-negative weighted out-degrees.
+    Returns:
+        (N,) float64.
+    """
+    degree = np.asarray(degree, dtype=np.float64)
+    out = np.ones_like(degree)
+    positive = degree > 0
+    out[positive] = np.power(degree[positive], beta)
+    return out
+
+
+def inverse_degree(degree: np.ndarray) -> np.ndarray:
+    """1/deg per node, 0 where deg = 0 (such rows of P = D^-1 S are all zero)."""
+    degree = np.asarray(degree, dtype=np.float64)
+    out = np.zeros_like(degree)
+    positive = degree > 0
+    out[positive] = 1.0 / degree[positive]
+    return out
+
+
+def row_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm; all-zero rows stay zero (as sklearn's ``normalize``).
+
+    Args:
+        x: (N, D).
+    Returns:
+        (N, D) float64.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    scale = np.zeros_like(norms)
+    nonzero = norms > 0
+    scale[nonzero] = 1.0 / norms[nonzero]
+    return x * scale[:, None]
+
+
+def initial_state(r: np.ndarray, degree: np.ndarray, beta: float, self_influence: float) -> tuple[np.ndarray, np.ndarray]:
+    """X_0 = diag(deg^beta) R and E_0 = sigma * l2rows(R) for a block of rows.
+
+    Args:
+        r: (N, D) projection rows.
+        degree: (N,) weighted out-degrees of the same nodes.
+    Returns:
+        (X_0, E_0), each (N, D) float64.
+    """
+    x0 = r * degree_weights(degree, beta)[:, None]
+    e0 = self_influence * row_normalize(r) if self_influence else np.zeros_like(r)
+    return x0, e0
+
+
+def propagation_update(propagated: np.ndarray, embedding: np.ndarray, weight: float, variant: str) -> tuple[np.ndarray, np.ndarray]:
+    """One iteration's per-row update, given the propagated rows P·X_{k-1}.
+
+    paper: X_k = P X_{k-1}, E += alpha_k l2rows(X_k). gds: X_k = l2rows(P X_{k-1}), E += alpha_k X_k.
+
+    Args:
+        propagated: (N, D) rows of P·X_{k-1}.
+        embedding: (N, D) running E.
+        weight: alpha_k.
+        variant: "paper" or "gds".
+    Returns:
+        (X_k, E_k), each (N, D) float64.
+    """
+    normalized = row_normalize(propagated)
+    next_x = normalized if variant == "gds" else np.asarray(propagated, dtype=np.float64)
+    return next_x, embedding + weight * normalized
+
+
+def column_moments_sum(e: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
+    """Per-column sum of E (mean None) or of (E - mean)^2: one pass of two-pass standardisation.
+
+    Args:
+        e: (N, D); mean: (D,) or None.
+    Returns:
+        (D,) float64.
+    """
+    e = np.asarray(e, dtype=np.float64)
+    if mean is None:
+        return e.sum(axis=0)
+    return ((e - mean) ** 2).sum(axis=0)
+
+
+def standardize_scale(sum_sq: np.ndarray, count: int) -> np.ndarray:
+    """Population std per column; 0 -> 1, as sklearn's ``scale`` leaves constant columns."""
+    std = np.sqrt(np.asarray(sum_sq, dtype=np.float64) / count)
+    std[std == 0] = 1.0
+    return std
+
+
+def standardize_columns(e: np.ndarray) -> np.ndarray:
+    """Columns to mean 0 and (population) std 1, as ``sklearn.preprocessing.scale``.
+
+    Args:
+        e: (N, D).
+    Returns:
+        (N, D) float64.
+    """
+    e = np.asarray(e, dtype=np.float64)
+    mean = column_moments_sum(e) / e.shape[0]
+    std = standardize_scale(column_moments_sum(e, mean), e.shape[0])
+    return (e - mean) / std
+
+
+# --------------------------------------------------------------------------- graph + local engine
+
+
+def symmetrize(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, directed: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The stored edge list of S: directed as given; undirected adds each non-loop edge reversed.
+
+    A self loop is stored once (S[i, i] = w, not 2w). Duplicates are kept here and summed when S
+    is assembled, so parallel edges add their weights (an unweighted duplicate counts twice).
+
+    Args:
+        src, dst: (M,) int64 dense node indices; weight: (M,) float64.
+    Returns:
+        (rows, cols, weights), each (M',) with M' = M (directed) or 2M - #loops.
+    """
+    if directed:
+        return src, dst, weight
+    off = src != dst
+    return (np.concatenate([src, dst[off]]), np.concatenate([dst, src[off]]), np.concatenate([weight, weight[off]]))
+
+
+def adjacency(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, num_nodes: int, directed: bool) -> sp.csr_matrix:
+    """S as CSR (N, N), duplicates summed; see :func:`symmetrize`."""
+    rows, cols, vals = symmetrize(np.asarray(src, np.int64), np.asarray(dst, np.int64), np.asarray(weight, np.float64), directed)
+    s = sp.coo_matrix((vals, (rows, cols)), shape=(num_nodes, num_nodes)).tocsr()
+    s.sum_duplicates()
+    return s
+
+
+def projection_rows(keys: np.ndarray, dim: int, sparsity: float, seed: int, chunk_rows: int = 65_536) -> np.ndarray:
+    """:func:`random_projection` in row chunks, so the uint64 scratch stays small. (N, D) float64."""
+    out = np.empty((len(keys), dim), dtype=np.float64)
+    for start in range(0, len(keys), chunk_rows):
+        out[start:start + chunk_rows] = random_projection(keys[start:start + chunk_rows], dim, sparsity, seed)
+    return out
+
+
+@dataclass(frozen=True)
+class FastRPParams:
+    """The algorithm's parameters once data-dependent defaults are resolved (sparsity from N)."""
+
+    dim: int
+    iteration_weights: tuple[float, ...]
+    normalization_strength: float
+    self_influence: float
+    sparsity: float
+    variant: str
+    standardize: bool
+    seed: int
+    directed: bool
+
+    @classmethod
+    def from_config(cls, cfg, num_nodes: int) -> "FastRPParams":
+        """Resolve ``cfg`` (a FastRPConfig) for a graph of ``num_nodes`` nodes."""
+        sparsity = float(cfg.sparsity) if cfg.sparsity is not None else default_sparsity(num_nodes)
+        return cls(dim=cfg.dim, iteration_weights=tuple(float(w) for w in cfg.iteration_weights),
+                   normalization_strength=cfg.normalization_strength, self_influence=cfg.self_influence,
+                   sparsity=sparsity, variant=cfg.variant, standardize=cfg.standardize, seed=cfg.seed,
+                   directed=cfg.directed)
+
+
+def fastrp_local(s: sp.csr_matrix, keys: np.ndarray, params: FastRPParams) -> np.ndarray:
+    """The single-machine reference: FastRP of the graph S with the hash-derived R, in float64.
+
+    Args:
+        s: (N, N) CSR adjacency from :func:`adjacency`.
+        keys: (N,) uint64 node keys, row i of S belongs to keys[i].
+    Returns:
+        (N, D) float64 embeddings E.
+    """
+    degree = np.asarray(s.sum(axis=1)).ravel()
+    p = sp.diags(inverse_degree(degree)) @ s  # (N, N) row-stochastic where deg > 0
+    p = p.tocsr()
+    r = projection_rows(keys, params.dim, params.sparsity, params.seed)
+    x, e = initial_state(r, degree, params.normalization_strength, params.self_influence)
+    del r
+    for weight in params.iteration_weights:
+        x, e = propagation_update(p @ x, e, weight, params.variant)
+    return standardize_columns(e) if params.standardize else e
+
+
+def index_nodes(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dense indices 0..N-1 by sorted node id. Returns (node_ids (N,), src_idx (M,), dst_idx (M,))."""
+    nodes, inverse = np.unique(np.concatenate([np.asarray(src), np.asarray(dst)]), return_inverse=True)
+    m = len(src)
+    return nodes, inverse[:m].astype(np.int64), inverse[m:].astype(np.int64)
+
+
+def embed_edge_list(src, dst, weight, params_or_cfg, directed: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Local engine from raw edge columns: returns (node_ids (N,), embeddings (N, D) float64).
+
+    ``params_or_cfg`` is a :class:`FastRPParams` or a FastRPConfig (sparsity resolved from N).
+    """
+    nodes, si, di = index_nodes(src, dst)
+    if isinstance(params_or_cfg, FastRPParams):
+        params = params_or_cfg
+    else:
+        params = FastRPParams.from_config(params_or_cfg, len(nodes))
+    w = np.ones(len(si)) if weight is None else np.asarray(weight, dtype=np.float64)
+    s = adjacency(si, di, w, len(nodes), params.directed if directed is None else directed)
+    return nodes, fastrp_local(s, node_keys(nodes), params)
+
+
+# --------------------------------------------------------------------------- estimate
+
+
+def chunk_rows_for(dim: int, target_bytes: int = 4 << 20) -> int:
+    """Rows per stored embedding chunk: about 4 MiB of float32 per chunk, at least 64 rows."""
+    return max(64, target_bytes // (4 * dim))
+
+
+def estimate_resources(num_nodes: int, num_edges: int, dim: int, iterations: int, directed: bool,
+                       block_size: int, self_loops: int = 0) -> dict:
+    """Memory and shuffle volume of one run, from counts alone (like GDS's ``.estimate``).
+
+    Spark engine, per iteration: every column block b sends, for every row block a it has edges
+    to, the rows of P_ab X_b that are non-zero: at most min(M', B * N) rows of D float32, where
+    B = ceil(N / block_size) (dense case; the bound). E rides along (N x D float32), and the CSR
+    edge blocks (M' x 12 bytes) are re-shuffled by column block. One task holds a column block of
+    X in float64 plus its products (about 3 x block_size x D x 8 bytes) and the reduce side holds
+    B chunks of ``chunk_rows`` x D. The driver holds counts and per-chunk column sums only.
+    The local engine holds S (M' x 12 bytes x 2 for P), R/X/E/P·X (4 x N x D x 8 bytes).
+
+    Returns:
+        dict of counts and byte figures (ints) plus a human-readable summary under "summary".
+    """
+    stored = num_edges if directed else 2 * num_edges - self_loops
+    blocks = max(1, math.ceil(num_nodes / block_size))
+    rows_sent = min(stored, blocks * num_nodes)
+    chunk_rows = chunk_rows_for(dim)
+    shuffle_iter = rows_sent * dim * 4 + num_nodes * dim * 4 * 2 + stored * 12
+    out = {
+        "num_nodes": num_nodes,
+        "num_edges": num_edges,
+        "stored_edges": stored,
+        "dim": dim,
+        "iterations": iterations,
+        "num_blocks": blocks,
+        "chunk_rows": chunk_rows,
+        "shuffle_bytes_per_iteration": shuffle_iter,
+        "shuffle_bytes_total": shuffle_iter * iterations + stored * 24,
+        "checkpoint_bytes_per_iteration": num_nodes * dim * 4 * 2,
+        "task_memory_bytes": 3 * min(block_size, num_nodes) * dim * 8 + (stored // blocks) * 24
+                             + blocks * chunk_rows * dim * 8,
+        "driver_memory_bytes": (num_nodes // max(1, chunk_rows) + blocks + 1) * dim * 8 * 2,
+        "local_engine_memory_bytes": stored * 12 * 2 + 4 * num_nodes * dim * 8,
+    }
+    gib = 1 << 30
+    out["summary"] = (
+        f"{num_nodes} nodes, {stored} stored edges, dim {dim}, {iterations} iterations, {blocks} blocks: "
+        f"shuffle {out['shuffle_bytes_total'] / gib:.2f} GiB total "
+        f"({shuffle_iter / gib:.2f} GiB per iteration), checkpoints {out['checkpoint_bytes_per_iteration'] / gib:.2f} GiB "
+        f"per iteration, task memory {out['task_memory_bytes'] / gib:.2f} GiB, driver "
+        f"{out['driver_memory_bytes'] / (1 << 20):.1f} MiB; local engine {out['local_engine_memory_bytes'] / gib:.2f} GiB"
+    )
+    return out

@@ -1,0 +1,48 @@
+"""The whole batch refresh in one process (what ``make run`` runs; the Airflow DAG runs the same
+stages as separate tasks): synthetic data (embedded default only), vocabularies, encoding.
+
+    python jobs/refresh.py                        # embedded default: conf/local.yaml
+    python jobs/refresh.py --skip synth --config conf/my_cluster.yaml
+"""
+
+import argparse
+import sys
+
+from embeddings.cli import run
+from embeddings.config import load_config
+from embeddings.io import WriteResult
+from embeddings.spark import spark_session
+from embeddings.stages import run_encode, run_synth, run_vocab
+
+STAGES = {"synth": run_synth, "vocab": run_vocab, "encode": run_encode}
+
+
+def _describe(value) -> str:
+    if isinstance(value, WriteResult):
+        return f"{value.path} (Delta v{value.version}, {value.num_rows} rows)"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--skip", action="append", default=[], choices=list(STAGES))
+    known, rest = parser.parse_known_args(argv)
+    cfg = load_config(rest, description=__doc__)
+    summary: dict[str, dict] = {}
+    with spark_session(cfg.spark) as spark:
+        for name, stage in STAGES.items():
+            if name in known.skip:
+                continue
+            print(f"== stage {name}", flush=True)
+            summary[name] = stage(spark, cfg)
+    print("\n== refresh finished; outputs:")
+    for name, out in summary.items():
+        for key, value in out.items():
+            print(f"  {name}.{key}: {_describe(value)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
