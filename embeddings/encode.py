@@ -13,6 +13,7 @@ the driver but per-feature counts.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from pyspark.sql import DataFrame
@@ -106,7 +107,7 @@ def encode(raw: DataFrame, vocab: DataFrame, cfg: EncodeConfig) -> DataFrame:
         df = df.drop(_ROW)
     scalar = [f for f in cfg.features if f not in arrays]
     if cfg.handle_invalid == "skip" and scalar:
-        df = df.where(F.greatest(*[F.col(f).isNull().cast("int") for f in scalar]) == 0)
+        df = df.where(functools.reduce(lambda a, b: a & b, [F.col(f).isNotNull() for f in scalar]))
     if cfg.handle_invalid == "error":
         _raise_on_unknown(df, raw, cfg.features, arrays)
     return df.select(*raw.columns, *[f + HASH_SUFFIX for f in cfg.features])

@@ -155,12 +155,16 @@ class _Workdir:
 
 def count_nodes(edges: DataFrame) -> int:
     """N: distinct ids over both endpoint columns (a count, nothing is collected)."""
-    return edges.select(F.col("src").alias("n")).union(edges.select(F.col("dst").alias("n"))).distinct().count()
+    return distinct_nodes(edges).count()
 
 
-def index_nodes(edges: DataFrame, num_blocks: int, id_type: T.DataType) -> DataFrame:
+def distinct_nodes(edges: DataFrame) -> DataFrame:
+    """``(node)``: every id that appears as src or dst, once."""
+    return edges.select(F.col("src").alias("node")).union(edges.select(F.col("dst").alias("node"))).distinct()
+
+
+def index_nodes(nodes: DataFrame, num_blocks: int, id_type: T.DataType) -> DataFrame:
     """Nodes ``(node, block, idx)``: block = key mod B, idx = rank of the id inside its block."""
-    nodes = edges.select(F.col("src").alias("node")).union(edges.select(F.col("dst").alias("node"))).distinct()
     with_block = T.StructType([T.StructField("node", id_type), T.StructField("block", T.IntegerType())])
 
     def assign_block(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -321,11 +325,12 @@ def fastrp_spark(spark: SparkSession, edges: DataFrame, cfg, checkpoint_dir: str
     (:func:`run_fastrp` does).
     """
     work = _Workdir(spark, checkpoint_dir)
-    num_nodes = count_nodes(edges)
+    distinct = work.save(distinct_nodes(edges), "distinct_nodes")
+    num_nodes = distinct.count()
     num_blocks = max(1, math.ceil(num_nodes / cfg.block_size))
     params = fr.FastRPParams.from_config(cfg, num_nodes)
     chunk_rows = chunk_rows or fr.chunk_rows_for(params.dim)
-    nodes = work.save(index_nodes(edges, num_blocks, id_type), "nodes")
+    nodes = work.save(index_nodes(distinct, num_blocks, id_type), "nodes")
     block_sizes = {int(r["block"]): int(r["count"]) for r in nodes.groupBy("block").count().collect()}
     blocks = work.save(edge_blocks(edges, nodes, params.directed, block_sizes), "edge_blocks")
     p_blocks = blocks.where(F.col("b") >= 0)

@@ -80,7 +80,7 @@ class Failure:
 
     def __str__(self) -> str:
         where = f"{self.column}: " if self.column else ""
-        return f"{where}{self.expectation} {self.detail}".rstrip()
+        return f"{where}{self.expectation}{self.detail}"
 
 
 @dataclass(frozen=True)
@@ -412,7 +412,7 @@ def _failure(result, examples: int) -> Failure:
         seen = f"observed {_fmt(res['observed_value'])}"
     else:
         seen = "failed"
-    detail = f"({bounds}): {seen}" if bounds else f": {seen}"
+    detail = f" ({bounds}): {seen}" if bounds else f": {seen}"
     return Failure(expectation=config.type, column=column, detail=detail)
 
 
