@@ -92,9 +92,11 @@ def random_projection(keys: np.ndarray, dim: int, sparsity: float, seed: int) ->
     """Rows of the very sparse random projection R (Li, Hastie & Church, KDD 2006), one per key.
 
     Entry (i, j) is +sqrt(s/D) with probability 1/(2s), -sqrt(s/D) with probability 1/(2s) and 0
-    otherwise, decided by u = splitmix64(splitmix64(key_i + splitmix64(seed)) + j * golden): a
-    counter-based stream, so a row depends only on (seed, node id), never on which machine or
-    partition computes it. ``E[R_ij^2] = 1/D``, as for sklearn's ``SparseRandomProjection``.
+    otherwise. It is decided by a 32-bit uniform u_ij: word j of the counter-based stream
+    splitmix64(splitmix64(key_i + splitmix64(seed)) + t * golden), t = 0..ceil(D/2)-1, each 64-bit
+    value giving two 32-bit words (low word first). u < 2^32/(2s) gives +, u < 2^32/s gives -.
+    A row depends only on (seed, node id), never on which machine or partition computes it, and
+    ``E[R_ij^2] = 1/D`` as for sklearn's ``SparseRandomProjection``.
 
     Args:
         keys: (N,) uint64 node keys from :func:`node_keys`.
@@ -106,15 +108,22 @@ def random_projection(keys: np.ndarray, dim: int, sparsity: float, seed: int) ->
     """
     keys = np.asarray(keys, dtype=np.uint64)
     seed_key = splitmix64(np.asarray([seed & _U64], dtype=np.uint64))[0]
+    words = (dim + 1) // 2
     with np.errstate(over="ignore"):
         base = splitmix64(keys + seed_key)  # (N,)
-        counters = np.arange(dim, dtype=np.uint64) * _GOLDEN  # (D,)
-        bits = splitmix64(base[:, None] + counters[None, :])  # (N, D)
-    uniform = (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))  # [0, 1)
+        counters = np.arange(words, dtype=np.uint64) * _GOLDEN  # (ceil(D/2),)
+        bits = splitmix64(base[:, None] + counters[None, :])  # (N, ceil(D/2)) uint64
+    u = np.ascontiguousarray(bits).view(np.uint32)[:, :dim]  # (N, D): low word, high word, ...
+    plus = min(round(2.0**32 / (2.0 * sparsity)), 2**32)
+    nonzero = min(round(2.0**32 / sparsity), 2**32)
     value = math.sqrt(sparsity / dim)
-    out = np.zeros(bits.shape, dtype=np.float64)
-    out[uniform < 0.5 / sparsity] = value
-    out[(uniform >= 0.5 / sparsity) & (uniform < 1.0 / sparsity)] = -value
+    out = np.zeros(u.shape, dtype=np.float64)
+    is_nonzero = np.ones(u.shape, dtype=bool) if nonzero >= 2**32 else u < np.uint32(nonzero)
+    out[is_nonzero] = -value
+    if plus >= 2**32:
+        out[:] = value
+    else:
+        out[u < np.uint32(plus)] = value
     return out
 
 

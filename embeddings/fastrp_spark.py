@@ -318,13 +318,14 @@ def to_output(nodes: DataFrame, state: DataFrame, dim: int, id_type: T.DataType,
 
 
 def fastrp_spark(spark: SparkSession, edges: DataFrame, cfg, checkpoint_dir: str, id_type: T.DataType,
-                 chunk_rows: int | None = None, keep_workdir: bool = False) -> tuple[DataFrame, dict, _Workdir]:
+                 chunk_rows: int | None = None, keep_workdir: bool = False,
+                 work: _Workdir | None = None) -> tuple[DataFrame, dict, _Workdir]:
     """FastRP of validated ``edges`` (src, dst, weight). Returns (output frame, stats, workdir).
 
     The output frame reads the run's last checkpoint, so write it before deleting the workdir
     (:func:`run_fastrp` does).
     """
-    work = _Workdir(spark, checkpoint_dir)
+    work = work or _Workdir(spark, checkpoint_dir)
     distinct = work.save(distinct_nodes(edges), "distinct_nodes")
     num_nodes = distinct.count()
     num_blocks = max(1, math.ceil(num_nodes / cfg.block_size))
@@ -387,7 +388,8 @@ def run_fastrp(spark: SparkSession, raw_edges: DataFrame, cfg, checkpoint_dir: s
         if cfg.engine == "local":
             out, stats = local_engine_frame(spark, edges, cfg, id_type)
         else:
-            out, stats, work = fastrp_spark(spark, edges, cfg, checkpoint_dir, id_type, chunk_rows)
+            work = _Workdir(spark, checkpoint_dir)  # deleted below whatever happens
+            out, stats, work = fastrp_spark(spark, edges, cfg, checkpoint_dir, id_type, chunk_rows, work=work)
         params = cfg.model_dump(mode="json")
         metadata = {"job": "fastrp", "params": params, "input": cfg.edges, "input_version": input_version,
                     "num_edges": counts["rows"], **stats}

@@ -242,11 +242,14 @@ def embedding_stats_frame(df, *, node_col: str = "node", embedding_col: str = "e
     Returns:
         Frame of the same kind with ``node_col``, ``<embedding_col>_dim`` (null for a null
         vector), ``<embedding_col>_nonfinite`` and ``<embedding_col>_norm``.
+
+    Raises:
+        InputError: ``node_col`` or ``embedding_col`` is missing.
     """
     dim_col, bad_col, norm_col = _stat_cols(embedding_col)
     missing = [c for c in (node_col, embedding_col) if c not in df.columns]
-    if missing:  # let GX report the missing columns by name on an empty-schema frame
-        return df
+    if missing:
+        raise InputError(f"embeddings: missing column(s) {missing}; available: {list(df.columns)}")
     if _is_spark(df):
         from pyspark.sql import functions as F
         from pyspark.sql import types as T
@@ -453,11 +456,11 @@ def validate(data, suite: str | Any, cfg: QualityConfig | None = None, *, previo
     else:
         name, expectation_suite, frame = suite.name, suite, data
 
-    folder = Path(output or cfg.output) / name
-    docs_dir = folder / "docs" if cfg.data_docs else None
-    if docs_dir is not None and docs_dir.exists():
-        shutil.rmtree(docs_dir)
+    folder = Path(output or cfg.output).resolve() / name  # GX Data Docs need an absolute path
+    if (folder / "docs").exists():  # this suite's evidence is replaced, never mixed
+        shutil.rmtree(folder / "docs")
     folder.mkdir(parents=True, exist_ok=True)
+    docs_dir = folder / "docs" if cfg.data_docs else None
 
     context = _context(docs_dir)
     spark = _is_spark(frame)

@@ -140,10 +140,13 @@ def mlflow_run(cfg: MlflowConfig, run_name: str, *, params: BaseModel | Mapping[
                      cfg.tracking_uri, f", parent {parent}" if parent else "")
             yield run
         except BaseException as exc:
-            mlflow.set_tag(ERROR_TAG, f"{type(exc).__name__}: {exc}"[:8000])
-            folder = getattr(getattr(exc, "report", None), "folder", None)
-            if folder is not None and Path(folder).exists():
-                log_quality_results(folder)
+            try:  # never let bookkeeping hide the job's own error
+                mlflow.set_tag(ERROR_TAG, f"{type(exc).__name__}: {exc}"[:8000])
+                folder = getattr(getattr(exc, "report", None), "folder", None)
+                if folder is not None and Path(folder).exists():
+                    log_quality_results(folder)
+            except Exception as logging_error:  # noqa: BLE001
+                log.warning("could not record the failure of run %s in MLflow: %s", run.info.run_id, logging_error)
             raise
         finally:
             if export_parent:

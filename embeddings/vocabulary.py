@@ -176,12 +176,21 @@ class VocabularyModel:
     table: DataFrame
     features: tuple[str, ...]
     refresh: int
+    occurrences: DataFrame | None = None
 
     @classmethod
     def from_labels(cls, spark, labels: dict[str, list[str]], refresh: int = 1) -> "VocabularyModel":
         """Build a vocabulary by hand: ``labels[f][i]`` gets id ``FIRST_ID + i`` (for tests)."""
         rows = [(f, v, FIRST_ID + i, 0, None, None, refresh) for f, vs in labels.items() for i, v in enumerate(vs)]
         return cls(spark.createDataFrame(rows, VOCAB_SCHEMA), tuple(labels), refresh)
+
+    def coverage(self) -> dict[str, float]:
+        """Share of this refresh's (non-null) occurrences whose value has an id, per feature."""
+        if self.occurrences is None:
+            return {}
+        totals = {r["feature"]: r["n"] for r in self.occurrences.groupBy("feature").agg(F.sum("count").alias("n")).collect()}
+        kept = {r["feature"]: r["n"] for r in self.table.groupBy("feature").agg(F.sum("count").alias("n")).collect()}
+        return {f: (kept.get(f, 0) / totals[f]) if totals.get(f) else 0.0 for f in self.features}
 
     def sizes(self) -> dict[str, int]:
         """num_embeddings per feature (``max(id) + 1``; reserved ids included); F rows to the driver."""
@@ -225,4 +234,4 @@ class VocabularyBuilder:
             refresh = int(previous.agg(F.coalesce(F.max("added_in"), F.lit(0))).head()[0]) + 1
             previous = previous.select(*VOCAB_COLUMNS)
         table = extend_vocabulary(previous, counts, _capacities(spark, cfg), cfg.min_count, refresh)
-        return VocabularyModel(table=table, features=tuple(cfg.features), refresh=refresh)
+        return VocabularyModel(table=table, features=tuple(cfg.features), refresh=refresh, occurrences=counts)

@@ -1,5 +1,6 @@
 """The whole batch refresh in one process (what ``make run`` runs; the Airflow DAG runs the same
-stages as separate tasks): synthetic data (embedded default only), vocabularies, encoding.
+stages as separate tasks): synthetic data (embedded default only), vocabularies, encoding,
+FastRP embeddings.
 
     python jobs/refresh.py                        # embedded default: conf/local.yaml
     python jobs/refresh.py --skip synth --config conf/my_cluster.yaml
@@ -12,9 +13,10 @@ from embeddings.cli import run
 from embeddings.config import load_config
 from embeddings.io import WriteResult
 from embeddings.spark import spark_session
-from embeddings.stages import run_encode, run_synth, run_vocab
+from embeddings.stages import run_encode, run_fastrp_stage, run_synth, run_vocab
+from embeddings.tracking import mlflow_run
 
-STAGES = {"synth": run_synth, "vocab": run_vocab, "encode": run_encode}
+STAGES = {"synth": run_synth, "vocab": run_vocab, "encode": run_encode, "fastrp": run_fastrp_stage}
 
 
 def _describe(value) -> str:
@@ -31,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     known, rest = parser.parse_known_args(argv)
     cfg = load_config(rest, description=__doc__)
     summary: dict[str, dict] = {}
-    with spark_session(cfg.spark) as spark:
+    # One parent MLflow run per refresh; every stage is a child run of it.
+    with mlflow_run(cfg.mlflow, "refresh", params=cfg, export_parent=True) as parent, spark_session(cfg.spark) as spark:
         for name, stage in STAGES.items():
             if name in known.skip:
                 continue
@@ -41,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, out in summary.items():
         for key, value in out.items():
             print(f"  {name}.{key}: {_describe(value)}")
+    if parent is not None:
+        print(f"\nMLflow run {parent.info.run_id}: open the UI with\n"
+              f"  .venv/bin/mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}")
     return 0
 
 

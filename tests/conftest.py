@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["fixtures_mlflow"]  # a real `mlflow server` on 127.0.0.1 (tests/fixtures_mlflow.py)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -33,4 +35,5 @@ def job_args(tmp_path):
         "--set", "spark.shuffle_partitions=2",
         "--set", f"spark.checkpoint_dir={tmp_path / 'checkpoints'}",
         "--set", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        "--set", f"quality.output={tmp_path / 'quality'}",
     ]

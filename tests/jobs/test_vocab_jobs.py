@@ -112,7 +112,7 @@ def test_bad_input_fails_clearly_and_keeps_the_previous_version(spark, job_args,
 def test_all_null_feature_is_named_by_the_job(spark, job_args, tmp_path, capsys):
     path = str(tmp_path / "raw")
     spark.createDataFrame([("a", None), ("b", None)], "C1 string, C9 string").write.format("delta").save(path)
-    code = run(build_vocab.main, [*job_args, "--input", path, "--features", "C1,C9", "--time-col", "null", "--output", str(tmp_path / "v")])
+    code = run(build_vocab.main, [*job_args, "--input", path, "--features", "C1,C9", "--time-col", "null", "--set", "quality.enabled=false", "--output", str(tmp_path / "v")])
     assert code == 2
     assert "['C9'] have only null values" in capsys.readouterr().err
 
@@ -123,7 +123,7 @@ def test_csv_input_with_header_is_accepted(spark, job_args, tmp_path):
         pytest.skip("../shared/data/criteo_sample.txt is not present")
     out = tmp_path / "vocab"
     code = run(build_vocab.main, [*job_args, "--input", str(criteo), "--input-format", "csv",
-                                  "--features", "C1,C2,C14", "--time-col", "null", "--output", str(out)])
+                                  "--features", "C1,C2,C14", "--time-col", "null", "--set", "quality.enabled=false", "--output", str(out)])
     assert code == 0
     assert spark.read.format("delta").load(str(out)).where("feature = 'C1'").count() > 0
 

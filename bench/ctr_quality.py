@@ -1,0 +1,114 @@
+"""CTR quality: test AUC vs the synthetic generator's best possible AUC, plus a Criteo-format run.
+
+    python bench/ctr_quality.py --num-rows 400000 --out bench/results/ctr_quality.json
+    python bench/ctr_quality.py --skip-synthetic            # only the Criteo-format check
+
+Synthetic: the lead's jobs make the click log (with its oracle), the vocabulary and the encoded
+table; then jobs/train_ctr.py trains each variant and reports ``test_auc`` next to
+``oracle_test_auc`` (the AUC of the true click probabilities on exactly the same test rows).
+Goal: within 0.005. Criteo: ../shared/data/criteo_sample.txt (CSV, 200 rows) goes through the
+same vocabulary -> encode -> train path as a format check (its AUC means nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+SPARK = ["--master", "local[2]", "--set", "mlflow.enabled=false", "--set", "spark.shuffle_partitions=4"]
+
+
+def sh(args: list[str]) -> None:
+    print("+", " ".join(args), flush=True)
+    subprocess.run(args, cwd=REPO, check=True)
+
+
+def ensure_synthetic(root: Path, num_rows: int, seed: int = 7) -> dict[str, str]:
+    """Click log + oracle + vocabulary + encoded table under ``root`` (made once, then reused)."""
+    paths = {k: str(root / k) for k in ("clicks", "edges", "oracle", "vocab", "encoded")}
+    if not (root / "encoded" / "_delta_log").is_dir():
+        sh([PY, "-m", "embeddings.synth", *SPARK, "--set", f"synth.num_rows={num_rows}", "--set", f"synth.seed={seed}",
+            "--set", f"synth.output={paths['clicks']}", "--set", f"synth.edges_output={paths['edges']}",
+            "--set", f"synth.oracle_output={paths['oracle']}"])
+        sh([PY, "jobs/build_vocab.py", *SPARK, "--set", f"vocab.input={paths['clicks']}",
+            "--set", f"vocab.output={paths['vocab']}"])
+        sh([PY, "jobs/encode.py", *SPARK, "--set", f"encode.input={paths['clicks']}",
+            "--set", f"encode.vocab={paths['vocab']}", "--set", f"encode.output={paths['encoded']}"])
+    return paths
+
+
+def ensure_criteo(root: Path, csv: Path) -> dict[str, str]:
+    """Vocabulary + encoded table of the Criteo sample (CSV with a header: label, I1..I13, C1..C26)."""
+    feats = ",".join(f"C{i}" for i in range(1, 27))
+    paths = {"vocab": str(root / "vocab"), "encoded": str(root / "encoded")}
+    if not (root / "encoded" / "_delta_log").is_dir():
+        sh([PY, "jobs/build_vocab.py", *SPARK, "--set", f"vocab.input={csv}", "--set", "vocab.input_format=csv",
+            "--set", f"vocab.features=[{feats}]", "--set", "vocab.time_col=null", "--set", "vocab.min_count=1",
+            "--set", f"vocab.output={paths['vocab']}"])
+        sh([PY, "jobs/encode.py", *SPARK, "--set", f"encode.input={csv}", "--set", "encode.input_format=csv",
+            "--set", f"encode.features=[{feats}]", "--set", f"encode.vocab={paths['vocab']}",
+            "--set", f"encode.output={paths['encoded']}"])
+    return paths
+
+
+def train(name: str, out_dir: Path, flags: list[str]) -> dict:
+    metrics = out_dir / f"{name}.json"
+    sh([PY, "jobs/train_ctr.py", "--metrics-out", str(metrics), "--no-progress", *flags])
+    return json.loads(metrics.read_text())
+
+
+VARIANTS = {
+    "dlrm_vocab": ["--set", "train.model.kind=dlrm"],
+    "dcn_vocab": ["--set", "train.model={kind: dcn, cross_layers: 2, cross_rank: 16}"],
+}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--num-rows", type=int, default=400_000)
+    p.add_argument("--data-root", default="bench/results/ctr_data")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--train-flags", default="", help="extra flags for every synthetic training run")
+    p.add_argument("--skip-synthetic", action="store_true")
+    p.add_argument("--criteo", default=str(REPO.parent / "shared" / "data" / "criteo_sample.txt"))
+    p.add_argument("--out", default="bench/results/ctr_quality.json")
+    args = p.parse_args(argv)
+    root = REPO / args.data_root
+    runs = root / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    result: dict = {"goal": "test_auc within 0.005 of oracle_test_auc", "synthetic": {}, "criteo_format_check": None}
+    if not args.skip_synthetic:
+        d = ensure_synthetic(root / f"synth_{args.num_rows}", args.num_rows)
+        for name in args.variants.split(","):
+            m = train(name, runs, ["--input", d["encoded"], "--vocab", d["vocab"], "--oracle", d["oracle"],
+                                   "--epochs", str(args.epochs), *VARIANTS[name], *args.train_flags.split()])
+            gap = m["oracle_test_auc"] - m["test_auc"]
+            result["synthetic"][name] = {k: m[k] for k in ("test_auc", "oracle_test_auc", "test_logloss", "valid_auc",
+                                                           "embedding_params", "examples_per_second", "steps",
+                                                           "test_rows", "layout", "model")}
+            result["synthetic"][name].update(gap=gap, goal_met=gap <= 0.005)
+            print(name, result["synthetic"][name], flush=True)
+        result["num_rows"] = args.num_rows
+    if args.criteo and Path(args.criteo).is_file():
+        d = ensure_criteo(root / "criteo_sample", Path(args.criteo))
+        for world in (1, 2):
+            m = train(f"criteo_ws{world}", runs, ["--input", d["encoded"], "--vocab", d["vocab"], "--batch-size", "16",
+                                                  "--eval-batch-size", "64", "--epochs", "2", "--world-size", str(world)])
+            result[f"criteo_format_check_ws{world}"] = {k: m[k] for k in ("test_auc", "test_logloss", "test_rows",
+                                                                         "embedding_params", "steps", "tables")}
+        result["criteo_format_check"] = "ok"
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

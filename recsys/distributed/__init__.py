@@ -1,0 +1,1 @@
+"""The only package that knows the planner, sharders, DistributedModelParallel and gloo/nccl."""

@@ -1,0 +1,82 @@
+"""A consolidated, non-distributed CTR model: one file that scores encoded rows in one process.
+
+The file (``torch.save``) holds the training config, the embedding layout (tables, salts), the
+feature spec and plain CPU weights, so :func:`load_exported` rebuilds exactly the trained model
+without TorchRec's distributed package and maps ids/hashes to rows as training did.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+from recsys.config import TrainConfig
+from recsys.data.batches import encode_rows, make_batch
+from recsys.data.features import FeatureSpec, block_from_arrow
+from recsys.modules.ctr import build_model
+from recsys.modules.layouts import EmbeddingLayout
+
+FORMAT = "recsys.ctr/1"
+
+
+def save_exported(path: str, cfg: TrainConfig, layout: EmbeddingLayout, spec: FeatureSpec,
+                  state_dict: dict[str, torch.Tensor]) -> None:
+    """Write the model file atomically (temp file + rename)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "config": cfg.model_dump(mode="json"), "layout": layout.to_dict(),
+               "spec": spec.to_dict(), "state_dict": state_dict}
+    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+class ExportedCTRModel(nn.Module):
+    """The trained model for single-process scoring: ``predict(arrow_table) -> (N,) click probabilities``."""
+
+    def __init__(self, cfg: TrainConfig, layout: EmbeddingLayout, spec: FeatureSpec, model: nn.Module):
+        super().__init__()
+        self.cfg, self.layout, self.spec, self.model = cfg, layout, spec, model
+
+    def forward(self, dense: torch.Tensor, sparse) -> torch.Tensor:
+        return torch.sigmoid(self.model(dense, sparse))
+
+    @torch.no_grad()
+    def predict(self, table: pa.Table, batch_size: int = 8192) -> np.ndarray:
+        """Click probability of each row of an encoded table (the columns the model was trained on).
+
+        Returns:
+            (N,) float32 in [0, 1], in row order.
+        """
+        self.eval()
+        if self.spec.label_col not in table.column_names:
+            table = table.append_column(self.spec.label_col, pa.array(np.zeros(table.num_rows, np.int32)))
+        if self.spec.id_col not in table.column_names:
+            table = table.append_column(self.spec.id_col, pa.array(np.arange(table.num_rows, dtype=np.int64)))
+        rows = encode_rows(block_from_arrow(table, self.spec, with_hash=self.layout.uses_hash), self.layout)
+        out = [self(*_inputs(make_batch(rows, np.arange(i, min(i + batch_size, len(rows))))))
+               for i in range(0, len(rows), batch_size)]
+        return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+
+def _inputs(batch):
+    return batch.dense, batch.sparse
+
+
+def load_exported(path: str) -> ExportedCTRModel:
+    """Load a file written by :func:`save_exported` into a plain CPU model."""
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if payload.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a {FORMAT} model file (format {payload.get('format')!r})")
+    cfg = TrainConfig.model_validate(payload["config"])
+    layout = EmbeddingLayout.from_dict(payload["layout"])
+    spec = FeatureSpec.from_dict(payload["spec"])
+    model = build_model(cfg, layout, spec.num_dense_inputs, "cpu")
+    model.load_state_dict(payload["state_dict"])
+    return ExportedCTRModel(cfg, layout, spec, model)

@@ -1,0 +1,1 @@
+"""Plain ``nn.Module``s that run on one CPU: embedding layouts, interactions, the CTR model."""

@@ -1,0 +1,156 @@
+"""Embedding layouts: which tables exist, and how a feature's ids/hashes become rows of them.
+
+Three layouts (``F`` features, ``D`` = ``embedding_dim``):
+
+* ``vocab``: one table per feature with ``num_embeddings`` = its vocabulary size; the row is the
+  vocabulary id (0 missing, 1 OOV: every unseen value shares row 1).
+* ``hashed``: one table per feature; the row is ``mix64(raw_hash, salt_f) mod rows_f``, with
+  ``sum rows_f ~ total_rows`` split in proportion to the vocabulary sizes.
+* ``unified`` (Coleman et al., NeurIPS 2023, "feature multiplexing"): one shared table of
+  ``total_rows`` rows; feature ``f`` makes ``k_f`` lookups (chunks) with distinct salts and its
+  vector is their concatenation (width ``k_f * D``). Unseen values get their own (collided) rows.
+
+In the hashed layouts a missing value (null raw hash) hashes as raw value 0, so it has its own
+(collided) row like any other value. The layout is a frozen value that travels with an exported
+model, so scoring maps ids exactly as training did. One function, :meth:`EmbeddingLayout.table_configs`,
+makes TorchRec's ``EmbeddingBagConfig``s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from recsys.data.hashing import feature_salt, hash_to_rows
+
+CHUNK_SEP = "@"
+
+# Optimizer state bytes per table: rowwise adagrad keeps one float per row, adagrad one per weight.
+_STATE_PER_ROW = {"rowwise_adagrad": 1, "adagrad": 0, "sgd": 0, "adam": 0}
+_STATE_PER_WEIGHT = {"rowwise_adagrad": 0, "adagrad": 1, "sgd": 0, "adam": 2}
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One embedding table: ``num_embeddings`` x ``embedding_dim`` fp32, looked up by ``feature_names`` (KJT keys)."""
+
+    name: str
+    num_embeddings: int
+    embedding_dim: int
+    feature_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class KeySource:
+    """How one KJT key gets its rows: from a feature's vocabulary ids, or from its hashes with a salt."""
+
+    feature: str
+    table: str
+    num_rows: int
+    salt: int | None  # None: use the vocabulary id as the row
+
+
+@dataclass(frozen=True)
+class EmbeddingLayout:
+    """Tables, KJT keys (in order) and the id -> row map of every key; ``groups`` lists each feature's keys."""
+
+    kind: str
+    embedding_dim: int
+    tables: tuple[TableSpec, ...]
+    keys: tuple[str, ...]
+    sources: tuple[KeySource, ...]
+    groups: tuple[tuple[str, tuple[str, ...]], ...]
+
+    @property
+    def uses_hash(self) -> bool:
+        return any(s.salt is not None for s in self.sources)
+
+    @property
+    def feature_widths(self) -> dict[str, int]:
+        """Width of each feature's (concatenated) vector."""
+        return {f: len(keys) * self.embedding_dim for f, keys in self.groups}
+
+    def rows(self, key_index: int, ids: np.ndarray, hashes: np.ndarray | None) -> np.ndarray:
+        """Table rows of one key's values.
+
+        Args:
+            ids: (nnz,) int64 vocabulary ids. hashes: (nnz,) int64 raw hashes (hashed layouts).
+        Returns:
+            (nnz,) int64 rows in [0, num_rows).
+        """
+        src = self.sources[key_index]
+        if src.salt is None:
+            return ids
+        if hashes is None:
+            raise ValueError(f"layout '{self.kind}' needs the '{src.feature}_hash' column")
+        return hash_to_rows(hashes, src.salt, src.num_rows)
+
+    def embedding_params(self) -> int:
+        return sum(t.num_embeddings * t.embedding_dim for t in self.tables)
+
+    def embedding_bytes(self, optimizer: str = "rowwise_adagrad") -> dict[str, int]:
+        """fp32 bytes of the weights and of the embedding optimizer's state."""
+        weights = 4 * self.embedding_params()
+        state = 4 * sum(t.num_embeddings * _STATE_PER_ROW.get(optimizer, 0)
+                        + t.num_embeddings * t.embedding_dim * _STATE_PER_WEIGHT.get(optimizer, 0) for t in self.tables)
+        return {"weights": weights, "optimizer_state": state, "total": weights + state}
+
+    def table_configs(self, pooling: str = "SUM"):
+        """TorchRec ``EmbeddingBagConfig``s of the tables (the one place that makes them)."""
+        from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
+
+        return [EmbeddingBagConfig(name=t.name, num_embeddings=t.num_embeddings, embedding_dim=t.embedding_dim,
+                                   feature_names=list(t.feature_names), pooling=PoolingType[pooling])
+                for t in self.tables]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EmbeddingLayout":
+        return cls(kind=d["kind"], embedding_dim=d["embedding_dim"],
+                   tables=tuple(TableSpec(t["name"], t["num_embeddings"], t["embedding_dim"], tuple(t["feature_names"]))
+                                for t in d["tables"]),
+                   keys=tuple(d["keys"]), sources=tuple(KeySource(**s) for s in d["sources"]),
+                   groups=tuple((f, tuple(k)) for f, k in d["groups"]))
+
+
+def split_rows(total_rows: int, sizes: dict[str, int], min_rows: int) -> dict[str, int]:
+    """Share ``total_rows`` between features in proportion to ``sizes`` (at least ``min_rows`` each)."""
+    denom = sum(sizes.values())
+    return {f: max(min_rows, int(total_rows * s // denom)) for f, s in sizes.items()}
+
+
+def make_layout(cfg, features: list[str], vocab_sizes: dict[str, int], embedding_dim: int, seed: int) -> EmbeddingLayout:
+    """Build the layout of ``cfg`` (a ``train.layout`` config) for ``features`` in order.
+
+    Args:
+        vocab_sizes: feature -> vocabulary table size (max id + 1; 2 when the vocabulary is empty).
+    """
+    d = embedding_dim
+    if cfg.kind == "vocab":
+        tables = tuple(TableSpec(f, vocab_sizes[f], d, (f,)) for f in features)
+        sources = tuple(KeySource(f, f, vocab_sizes[f], None) for f in features)
+        return EmbeddingLayout("vocab", d, tables, tuple(features), sources, tuple((f, (f,)) for f in features))
+    if cfg.kind == "hashed":
+        rows = split_rows(cfg.total_rows, {f: vocab_sizes[f] for f in features}, cfg.min_rows)
+        tables = tuple(TableSpec(f, rows[f], d, (f,)) for f in features)
+        sources = tuple(KeySource(f, f, rows[f], feature_salt(f, 0, seed)) for f in features)
+        return EmbeddingLayout("hashed", d, tables, tuple(features), sources, tuple((f, (f,)) for f in features))
+    if cfg.kind == "unified":
+        unknown = set(cfg.chunks) - set(features)
+        if unknown:
+            from embeddings.config import ConfigError
+
+            raise ConfigError(f"train.layout.chunks names features that are not sparse features: {sorted(unknown)}")
+        keys, sources, groups = [], [], []
+        for f in features:
+            k = cfg.chunks.get(f, cfg.num_chunks)
+            fkeys = tuple(f"{f}{CHUNK_SEP}{j}" for j in range(k))
+            keys += fkeys
+            sources += [KeySource(f, "unified", cfg.total_rows, feature_salt(f, j, seed)) for j in range(k)]
+            groups.append((f, fkeys))
+        tables = (TableSpec("unified", cfg.total_rows, d, tuple(keys)),)
+        return EmbeddingLayout("unified", d, tables, tuple(keys), tuple(sources), tuple(groups))
+    raise ValueError(f"unknown layout kind {cfg.kind!r}")

@@ -1,0 +1,183 @@
+"""FastRP Spark engine and job: equal to the scipy reference, identical across partitionings, safe on bad input.
+
+Every graph here has tens of nodes and block_size 7 / chunk_rows 3, so the block, chunk and
+cross-block paths all run while each Spark run stays a few seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from embeddings import fastrp as fr
+from embeddings.cli import run
+from embeddings.config import FastRPConfig
+from embeddings.fastrp_spark import run_fastrp, runs_path
+from embeddings.io import InputError, delta_version
+
+JOB = Path(__file__).resolve().parents[2] / "jobs" / "fastrp.py"
+TOLERANCE = 1e-5  # Spark stores X/E as float32 between stages; the reference is float64 throughout
+
+
+def random_edges(seed: int, string_ids: bool, weighted: bool, num_nodes: int = 40, num_edges: int = 110) -> pd.DataFrame:
+    """Random multigraph with duplicate edges, self loops, a node whose only edge is a self loop and a sink."""
+    rng = np.random.default_rng(seed)
+    src, dst = rng.integers(0, num_nodes, num_edges), rng.integers(0, num_nodes, num_edges)
+    src = np.concatenate([src, src[:5], [num_nodes + 1, 3, 5]])  # duplicates, a lone self loop, sink num_nodes+2
+    dst = np.concatenate([dst, dst[:5], [num_nodes + 1, 3, num_nodes + 2]])
+    pdf = pd.DataFrame({"s": src.astype(np.int64), "d": dst.astype(np.int64)})
+    if string_ids:
+        pdf = pdf.map(lambda v: f"node-{v}")
+    pdf["w"] = rng.random(len(pdf)) * 3 if weighted else 1.0
+    return pdf
+
+
+def write_edges(spark, pdf: pd.DataFrame, path, partitions: int = 1) -> str:
+    spark.createDataFrame(pdf).repartition(partitions).write.format("delta").mode("overwrite").save(str(path))
+    return str(path)
+
+
+def read_embeddings(spark, path) -> dict:
+    return {r.node: np.asarray(r.embedding, dtype=np.float64)
+            for r in spark.read.format("delta").load(str(path)).toPandas().itertuples()}
+
+
+def spark_embed(spark, tmp_path, pdf, name: str, partitions: int = 1, **cfg) -> dict:
+    edges = write_edges(spark, pdf, tmp_path / f"{name}_edges", partitions)
+    config = FastRPConfig(edges=edges, src_col="s", dst_col="d", weight_col="w", output=str(tmp_path / name),
+                          block_size=7, **cfg)
+    run_fastrp(spark, spark.read.format("delta").load(edges), config, str(tmp_path / "ckpt"), chunk_rows=3)
+    return read_embeddings(spark, tmp_path / name)
+
+
+CASES = {
+    "directed-weighted-string-ids-gds": dict(string_ids=True, weighted=True, cfg=dict(
+        directed=True, dim=8, iteration_weights=[1.0, 7.81], normalization_strength=-0.628, self_influence=0.3,
+        variant="gds", seed=-3)),
+    "undirected-unweighted-long-ids-standardized": dict(string_ids=False, weighted=False, cfg=dict(
+        dim=12, iteration_weights=[0.0, 1.0, 2.0], normalization_strength=-0.5, standardize=True, sparsity=2.0)),
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_spark_engine_matches_the_local_reference(spark, tmp_path, case):
+    # given a random multigraph with duplicates, self loops, a lone-self-loop node and a sink
+    spec = CASES[case]
+    pdf = random_edges(len(case), spec["string_ids"], spec["weighted"])
+    # when both engines embed it
+    got = spark_embed(spark, tmp_path, pdf, "out", **spec["cfg"])
+    nodes, expected = fr.embed_edge_list(pdf["s"].to_numpy(), pdf["d"].to_numpy(), pdf["w"].to_numpy(),
+                                         FastRPConfig(block_size=7, **spec["cfg"]))
+    # then every node is there, with the reference's vector
+    assert sorted(got) == sorted(nodes.tolist())
+    worst = max(np.abs(got[n] - expected[k]).max() for k, n in enumerate(nodes))
+    assert worst < TOLERANCE
+
+
+def test_output_is_bit_identical_for_any_number_of_partitions(spark, tmp_path):
+    # given the same graph stored in 1 and in 3 files, embedded with 1 and with 3 shuffle partitions
+    pdf = random_edges(11, string_ids=True, weighted=True)
+    cfg = dict(dim=8, iteration_weights=[1.0, 2.0], normalization_strength=-0.5, standardize=True)
+    one = spark_embed(spark, tmp_path, pdf, "one", partitions=1, num_partitions=1, **cfg)
+    three = spark_embed(spark, tmp_path, pdf.sample(frac=1.0, random_state=0), "three", partitions=3,
+                        num_partitions=3, **cfg)
+    # then the vectors are equal bit for bit
+    assert one.keys() == three.keys()
+    for node, vector in one.items():
+        np.testing.assert_array_equal(vector, three[node])
+
+
+@pytest.fixture(scope="module")
+def good_run(spark, tmp_path_factory):
+    """A tiny edge table and the job's flags for it; the job has run once successfully (once per module)."""
+    tmp_path = tmp_path_factory.mktemp("fastrp_job")
+    pdf = random_edges(5, string_ids=False, weighted=True, num_nodes=15, num_edges=30)
+    edges = write_edges(spark, pdf, tmp_path / "edges")
+    flags = ["--master", "local[2]", "--set", "spark.shuffle_partitions=2",
+             "--set", f"spark.checkpoint_dir={tmp_path / 'checkpoints'}", "--edges", edges, "--src-col", "s", "--dst-col", "d", "--weight-col", "w",
+                        "--output", str(tmp_path / "emb"), "--dim", "4", "--iteration-weights", "1,2",
+                        "--block-size", "6"]
+    spec = importlib.util.spec_from_file_location("fastrp_job", JOB)
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    main = job.main
+    assert run(main, flags) == 0
+    return {"flags": flags, "edges": edges, "pdf": pdf, "main": main, "output": tmp_path / "emb",
+            "version": delta_version(spark, str(tmp_path / "emb"))}
+
+
+def test_job_writes_node_and_embedding_columns_and_a_run_record(spark, good_run):
+    # then the output has one float array of length dim per node, keeping the ids' type
+    emb = good_run["output"]
+    out = spark.read.format("delta").load(str(emb))
+    assert [(f.name, f.dataType.simpleString()) for f in out.schema.fields] == [("node", "bigint"), ("embedding", "array<float>")]
+    nodes = set(good_run["pdf"]["s"]) | set(good_run["pdf"]["d"])
+    assert out.count() == len(nodes) and {len(r.embedding) for r in out.collect()} == {4}
+    # and the commit and the run table record parameters, input and output versions
+    meta = json.loads(spark.sql(f"DESCRIBE HISTORY delta.`{emb}`").head()["userMetadata"])
+    assert meta["params"]["dim"] == 4 and meta["input_version"] == 0
+    record = spark.read.format("delta").load(runs_path(str(emb))).head()
+    assert record["output_version"] == good_run["version"] and record["input_version"] == 0
+    assert json.loads(record["params"])["iteration_weights"] == [1.0, 2.0]
+
+
+def test_local_engine_through_the_job_gives_the_spark_engines_vectors(spark, tmp_path, good_run):
+    spark_vectors = read_embeddings(spark, good_run["output"])
+    assert run(good_run["main"], good_run["flags"] + ["--engine", "local", "--output", str(tmp_path / "local")]) == 0
+    local_vectors = read_embeddings(spark, tmp_path / "local")
+    assert max(np.abs(local_vectors[n] - v).max() for n, v in spark_vectors.items()) < TOLERANCE
+
+
+def test_estimate_prints_volumes_and_writes_nothing(tmp_path, good_run, capsys):
+    capsys.readouterr()
+    assert run(good_run["main"], good_run["flags"] + ["--estimate", "--output", str(tmp_path / "never")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["num_edges"] == len(good_run["pdf"]) and report["shuffle_bytes_total"] > 0
+    assert not (tmp_path / "never").exists()
+
+
+def _bad_table(spark, tmp_path, pdf):
+    return write_edges(spark, pdf, tmp_path / "bad_edges")
+
+
+BAD_INPUTS = {
+    "missing column": (lambda pdf: pdf.drop(columns=["d"]), [], "'d'"),
+    "null id": (lambda pdf: pdf.assign(s=pdf["s"].astype("Int64").mask(pdf.index == 2)), [], "null id in column 's'"),
+    "negative weight": (lambda pdf: pdf.assign(w=pdf["w"].mask(pdf.index == 1, -1.0)), [], "'w'"),
+    "NaN weight": (lambda pdf: pdf.assign(w=pdf["w"].mask(pdf.index == 1, np.nan)), [], "'w'"),
+    "empty table": (lambda pdf: pdf.iloc[:0], [], "no rows"),
+    "dim < 1": (lambda pdf: pdf, ["--dim", "0"], "fastrp.dim"),
+    "weights/iterations mismatch": (lambda pdf: pdf, ["--iterations", "3"], "fastrp.iterations"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
+def test_bad_input_exits_2_naming_the_problem_and_keeps_the_previous_output(spark, tmp_path, good_run, capsys, case):
+    # given a good run (fixture), then a run with bad input
+    mutate, extra, needle = BAD_INPUTS[case]
+    pdf = mutate(good_run["pdf"].copy())
+    if case == "empty table":
+        spark.createDataFrame([], "s long, d long, w double").write.format("delta").save(str(tmp_path / "bad_edges"))
+        edges = str(tmp_path / "bad_edges")
+    else:
+        edges = _bad_table(spark, tmp_path, pdf)
+    capsys.readouterr()
+    # when
+    code = run(good_run["main"], good_run["flags"] + ["--edges", edges] + extra)
+    # then exit 2, a message naming the column or flag, and the output still at the good version
+    assert code == 2
+    assert needle in capsys.readouterr().err
+    assert delta_version(spark, str(good_run["output"])) == good_run["version"]
+
+
+def test_validation_error_is_an_input_error_naming_the_weight_flag(spark, tmp_path):
+    pdf = pd.DataFrame({"s": [1, 2], "d": [2, 3], "w": [1.0, float("inf")]})
+    edges = write_edges(spark, pdf, tmp_path / "e")
+    cfg = FastRPConfig(edges=edges, src_col="s", dst_col="d", weight_col="w", output=str(tmp_path / "o"))
+    with pytest.raises(InputError, match="--weight-col"):
+        run_fastrp(spark, spark.read.format("delta").load(edges), cfg, str(tmp_path / "ckpt"))

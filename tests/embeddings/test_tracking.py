@@ -1,0 +1,189 @@
+"""MLflow helpers against a real `mlflow server` on 127.0.0.1 and against a sqlite store."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from embeddings.cli import run
+from embeddings.config import MlflowConfig, PipelineConfig, QualityConfig
+from embeddings.quality import DataQualityError, gate
+from embeddings.tracking import PARENT_RUN_ENV, flatten_params, log_delta_table, log_quality_results, mlflow_run
+
+
+
+@pytest.fixture(scope="module")
+def sqlite_uri(tmp_path_factory) -> str:
+    """One sqlite store for the module (creating its tables takes seconds); tests use own experiments."""
+    return f"sqlite:///{tmp_path_factory.mktemp('sqlite_store') / 'mlflow.db'}"
+
+
+@pytest.fixture(params=["sqlite", "server"])
+def mlflow_cfg(request, monkeypatch) -> MlflowConfig:
+    """MLflow config for a sqlite file in tmp, or for the session's real tracking server."""
+    monkeypatch.delenv(PARENT_RUN_ENV, raising=False)
+    uri = request.getfixturevalue("sqlite_uri" if request.param == "sqlite" else "mlflow_server")
+    return MlflowConfig(tracking_uri=uri, experiment=f"test-{request.node.name}")
+
+
+def client(cfg: MlflowConfig):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=cfg.tracking_uri)
+
+
+def test_flatten_params_gives_dotted_keys_and_json_lists():
+    # given a nested config
+    cfg = PipelineConfig()
+    # when flattened
+    params = flatten_params(cfg)
+    # then sections become dotted keys and lists JSON text
+    assert params["fastrp.dim"] == "128"
+    assert params["quality.dense_cols"] == '["I1", "I2", "I3", "I4", "I5", "I6"]'
+    assert params["mlflow.enabled"] == "true"
+    assert all(isinstance(v, str) for v in params.values())
+
+
+def test_stage_run_logs_flattened_config_and_stage_tag(mlflow_cfg):
+    # given the whole pipeline config
+    cfg = PipelineConfig()
+    # when a stage runs under mlflow_run
+    with mlflow_run(mlflow_cfg, "build_vocab", params=cfg) as active:
+        run_id = active.info.run_id
+    # then the run is finished, tagged with its stage and carries every config key
+    logged = client(mlflow_cfg).get_run(run_id)
+    assert logged.info.status == "FINISHED"
+    assert logged.info.run_name == "build_vocab"
+    assert logged.data.tags["pipeline.stage"] == "build_vocab"
+    assert logged.data.params["fastrp.dim"] == "128"
+    assert logged.data.params["vocab.output"] == "data/vocab"
+    assert len(logged.data.params) == len(flatten_params(cfg))
+
+
+def test_stages_nest_under_the_refresh_parent_run(mlflow_cfg):
+    # given a refresh's parent run that exports its id to the environment
+    with mlflow_run(mlflow_cfg, "refresh", export_parent=True) as parent:
+        parent_id = parent.info.run_id
+        assert os.environ[PARENT_RUN_ENV] == parent_id
+        # when a stage runs in-process
+        with mlflow_run(mlflow_cfg, "encode") as child:
+            child_id = child.info.run_id
+    # then the stage is a child of the refresh, and the env var is gone again
+    assert PARENT_RUN_ENV not in os.environ
+    c = client(mlflow_cfg)
+    assert c.get_run(child_id).data.tags["mlflow.parentRunId"] == parent_id
+    assert c.get_run(parent_id).info.status == "FINISHED"
+
+
+def test_subprocess_stage_finds_its_parent_through_the_environment(mlflow_cfg, monkeypatch):
+    # given a parent run started elsewhere (e.g. by the DAG's first task) and its id in the env
+    with mlflow_run(mlflow_cfg, "refresh") as parent:
+        parent_id = parent.info.run_id
+    monkeypatch.setenv(PARENT_RUN_ENV, parent_id)
+    # when a stage starts with no run active in its process
+    with mlflow_run(mlflow_cfg, "fastrp") as child:
+        child_id = child.info.run_id
+    # then it nests under that parent, in the parent's experiment
+    logged = client(mlflow_cfg).get_run(child_id)
+    assert logged.data.tags["mlflow.parentRunId"] == parent_id
+    assert logged.info.experiment_id == client(mlflow_cfg).get_run(parent_id).info.experiment_id
+
+
+def test_delta_tables_are_logged_as_lineage(mlflow_cfg, tmp_path):
+    # given a stage that read version 3 of one table and wrote version 0 of another
+    clicks, vocab = str(tmp_path / "clicks"), str(tmp_path / "vocab")
+    with mlflow_run(mlflow_cfg, "build_vocab") as active:
+        log_delta_table("clicks", clicks, 3, role="input", num_rows=1000)
+        log_delta_table("vocab", vocab, 0, role="output")
+    # then params name both paths and versions ...
+    logged = client(mlflow_cfg).get_run(active.info.run_id)
+    assert logged.data.params["input.clicks.path"] == clicks
+    assert logged.data.params["input.clicks.delta_version"] == "3"
+    assert logged.data.params["input.clicks.num_rows"] == "1000"
+    assert logged.data.params["output.vocab.delta_version"] == "0"
+    # ... and the run's datasets carry the Delta source with its version and the role as context
+    datasets = {d.dataset.name: d for d in logged.inputs.dataset_inputs}
+    assert set(datasets) == {"clicks", "vocab"}
+    source = json.loads(datasets["clicks"].dataset.source)
+    assert source["path"] == clicks and source["delta_table_version"] == 3
+    assert datasets["clicks"].dataset.source_type == "delta_table"
+    tags = {t.key: t.value for t in datasets["vocab"].tags}
+    assert tags["mlflow.data.context"] == "output" and tags["delta_version"] == "0"
+
+
+def test_quality_results_are_logged_as_artifacts_and_metrics(mlflow_cfg, tmp_path):
+    # given a passed gate whose evidence sits in the quality folder
+    quality = QualityConfig(output=str(tmp_path / "quality"))
+    report = gate(pd.DataFrame({"probability": [0.1, 0.9]}), "scores", quality)
+    # when the folder is logged inside a run
+    with mlflow_run(mlflow_cfg, "score") as active:
+        logged_suites = log_quality_results(quality.output)
+    # then result.json and the Data Docs are artifacts, and the outcome is a metric
+    c = client(mlflow_cfg)
+    run_id = active.info.run_id
+    assert logged_suites == ["scores"]
+    names = {a.path for a in c.list_artifacts(run_id, "quality/scores")}
+    assert {"quality/scores/result.json", "quality/scores/docs"} <= names
+    assert report.docs_index is not None
+    assert "index.html" in {a.path.rsplit("/", 1)[-1] for a in c.list_artifacts(run_id, "quality/scores/docs")}
+    metrics = c.get_run(run_id).data.metrics
+    assert metrics["quality.scores.success"] == 1.0
+    assert metrics["quality.scores.failed"] == 0.0
+
+
+def test_failed_gate_fails_the_run_and_keeps_its_evidence(mlflow_cfg, tmp_path):
+    # given scores outside [0, 1]
+    quality = QualityConfig(output=str(tmp_path / "quality"))
+    bad = pd.DataFrame({"probability": [0.5, 1.5]})
+    # when a stage gates them inside its run
+    with pytest.raises(DataQualityError, match="scores"):
+        with mlflow_run(mlflow_cfg, "score") as active:
+            gate(bad, "scores", quality)
+    # then the run is FAILED, says why, and holds the GX results
+    c = client(mlflow_cfg)
+    logged = c.get_run(active.info.run_id)
+    assert logged.info.status == "FAILED"
+    assert "probability" in logged.data.tags["pipeline.error"]
+    assert logged.data.metrics["quality.scores.success"] == 0.0
+    assert "quality/scores/result.json" in {a.path for a in c.list_artifacts(active.info.run_id, "quality/scores")}
+
+
+def test_a_failed_gate_exits_a_job_with_code_2(tmp_path, capsys):
+    # given a job whose gate fails
+    def main(argv):
+        gate(pd.DataFrame({"probability": [float("nan")]}), "scores", QualityConfig(output=str(tmp_path)))
+        return 0
+
+    # when run through the job runner, then it exits 2 and names the suite and column
+    assert run(main, []) == 2
+    err = capsys.readouterr().err
+    assert "'scores' failed" in err and "probability" in err
+
+
+def test_disabled_tracking_is_a_no_op(tmp_path):
+    # given tracking switched off
+    cfg = MlflowConfig(tracking_uri=f"sqlite:///{tmp_path / 'off' / 'mlflow.db'}", enabled=False)
+    # when a stage uses every helper
+    with mlflow_run(cfg, "encode", params=PipelineConfig()) as active:
+        log_delta_table("clicks", str(tmp_path / "clicks"), 1)
+        logged = log_quality_results(tmp_path)
+    # then nothing is started or written
+    assert active is None and logged == []
+    assert not (tmp_path / "off").exists()
+
+
+def test_sqlite_store_gets_its_folder_and_an_artifact_root_beside_it(tmp_path):
+    # given a sqlite URI in a folder that does not exist yet
+    db = tmp_path / "data" / "mlflow.db"
+    cfg = MlflowConfig(tracking_uri=f"sqlite:///{db}", experiment="beside")
+    # when a run logs an artifact
+    import mlflow
+
+    with mlflow_run(cfg, "synth"):
+        mlflow.log_text("hello", "note.txt")
+    # then the database and the artifacts live under that folder
+    assert db.exists()
+    assert list((tmp_path / "data" / "mlartifacts").rglob("note.txt"))
