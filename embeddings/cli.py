@@ -20,7 +20,7 @@ EXIT_USER_ERROR = 2
 
 def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("py4j", "py4j.clientserver", "urllib3", "alembic"):
+    for noisy in ("py4j", "py4j.clientserver", "urllib3", "alembic", "great_expectations", "mlflow.store.db.utils"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -23,7 +23,7 @@ def _describe(value) -> str:
     if isinstance(value, WriteResult):
         return f"{value.path} (Delta v{value.version}, {value.num_rows} rows)"
     if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
+        return ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items())
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
