@@ -117,6 +117,7 @@ def plain_model(args) -> float:
 def _two_rank_entry(args, out_path):
     from recsys.distributed.launch import process_group
 
+    torch.set_num_threads(args.threads)
     with process_group("gloo", "cpu"):
         torchrec_rank(args, out_path)
 
@@ -131,8 +132,10 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--repeats", type=int, default=2, help="alternate the two 1-rank models this many times")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per rank (both models)")
     p.add_argument("--out", default="bench/results/ctr_speed.json")
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
 
     from recsys.distributed.launch import free_port, process_group, spawn
 

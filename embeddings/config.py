@@ -140,7 +140,10 @@ class FastRPConfig(StrictModel):
     engine: Literal["spark", "local"] = "spark"
     estimate: bool = False
     num_partitions: PositiveInt | None = Field(default=None, description="Spark partitions of the block stages")
-    block_size: PositiveInt = Field(default=131_072, description="nodes per block of the Spark engine")
+    block_size: PositiveInt | None = Field(
+        default=None, description="nodes per block of the Spark engine; default: blocks of <= 256 MiB of float32 X")
+    checkpoint: Literal["reliable", "local"] = Field(
+        default="reliable", description="per-iteration lineage cut: reliable (files, survives lost executors) or local")
 
     @model_validator(mode="after")
     def _weights_match_iterations(self) -> "FastRPConfig":

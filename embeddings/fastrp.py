@@ -216,6 +216,37 @@ def column_moments_sum(e: np.ndarray, mean: np.ndarray | None = None) -> np.ndar
     return ((e - mean) ** 2).sum(axis=0)
 
 
+def column_moments(e: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """(count, column mean, column sum of squared deviations) of one block of E, two-pass.
+
+    Args:
+        e: (n, D).
+    Returns:
+        (n, (D,), (D,)) float64.
+    """
+    e = np.asarray(e, dtype=np.float64)
+    mean = column_moments_sum(e) / max(1, e.shape[0])
+    return e.shape[0], mean, column_moments_sum(e, mean)
+
+
+def merge_moments(moments: Sequence[tuple[int, np.ndarray, np.ndarray]], dim: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """Blocks' moments merged in the given order (Chan et al. 1979), so a fixed order gives fixed bits.
+
+    Returns:
+        (count, (D,) mean, (D,) sum of squared deviations) of all rows.
+    """
+    count, mean, m2 = 0, np.zeros(dim), np.zeros(dim)
+    for n, block_mean, block_m2 in moments:
+        if n == 0:
+            continue
+        total = count + n
+        delta = block_mean - mean
+        mean = mean + delta * (n / total)
+        m2 = m2 + block_m2 + delta**2 * (count * n / total)
+        count = total
+    return count, mean, m2
+
+
 def standardize_scale(sum_sq: np.ndarray, count: int) -> np.ndarray:
     """Population std per column; 0 -> 1, as sklearn's ``scale`` leaves constant columns."""
     std = np.sqrt(np.asarray(sum_sq, dtype=np.float64) / count)
@@ -340,6 +371,20 @@ def embed_edge_list(src, dst, weight, params_or_cfg, directed: bool | None = Non
 
 
 # --------------------------------------------------------------------------- estimate
+
+
+def resolve_block_size(block_size: int | None, num_nodes: int, dim: int, target_bytes: int = 256 << 20) -> int:
+    """Nodes per block: ``block_size`` if given, else equal blocks of at most ``target_bytes`` of float32 X.
+
+    It depends on N and D only (never on the cluster), so the block layout, and with it every
+    summation order, is the same on any cluster: outputs stay bit-identical. 256 MiB at D = 128
+    is 524,288 nodes, so graphs up to about 0.5M nodes run as one block and 1M nodes as two.
+    """
+    if block_size:
+        return int(block_size)
+    max_rows = max(1, target_bytes // (4 * dim))
+    blocks = max(1, math.ceil(num_nodes / max_rows))
+    return max(1, math.ceil(num_nodes / blocks))
 
 
 def chunk_rows_for(dim: int, target_bytes: int = 4 << 20) -> int:

@@ -25,12 +25,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import pickle
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -49,17 +51,17 @@ EDGE_BLOCK_SCHEMA = T.StructType([
     T.StructField("indptr", T.BinaryType()), T.StructField("indices", T.BinaryType()),
     T.StructField("data", T.BinaryType()),
 ])
-STATE_SCHEMA = T.StructType([
-    T.StructField("block", T.IntegerType()), T.StructField("chunk", T.IntegerType()),
-    T.StructField("x", T.BinaryType()), T.StructField("e", T.BinaryType()),
+PAYLOAD_SCHEMA = T.StructType([
+    T.StructField("a", T.IntegerType()), T.StructField("b", T.IntegerType()), T.StructField("src", T.BinaryType()),
+    T.StructField("j", T.BinaryType()), T.StructField("w", T.BinaryType()),
 ])
-PARTIAL_SCHEMA = T.StructType([
+INIT_SCHEMA = T.StructType([
     T.StructField("block", T.IntegerType()), T.StructField("chunk", T.IntegerType()),
-    T.StructField("src", T.IntegerType()), T.StructField("payload", T.BinaryType()),
+    T.StructField("ids", T.BinaryType()), T.StructField("x", T.BinaryType()), T.StructField("e", T.BinaryType()),
 ])
-SUMS_SCHEMA = T.StructType([
+OUT_CHUNK_SCHEMA = T.StructType([
     T.StructField("block", T.IntegerType()), T.StructField("chunk", T.IntegerType()),
-    T.StructField("sums", T.BinaryType()),
+    T.StructField("ids", T.BinaryType()), T.StructField("e", T.BinaryType()),
 ])
 
 
@@ -119,14 +121,6 @@ def _chunks(n_rows: int, chunk_rows: int) -> range:
     return range(max(1, math.ceil(n_rows / chunk_rows)))
 
 
-def _assemble(pdf: pd.DataFrame, column: str, n_rows: int, dim: int) -> np.ndarray:
-    """Concatenate a block's chunk payloads in chunk order. Returns (n_rows, D) float64."""
-    pdf = pdf.sort_values("chunk")
-    parts = [np.frombuffer(b, dtype=STORE) for b in pdf[column]]
-    flat = np.concatenate(parts) if parts else np.zeros(0, dtype=STORE)
-    return flat.astype(np.float64).reshape(n_rows, dim)
-
-
 def _tobytes(x: np.ndarray) -> bytes:
     return np.ascontiguousarray(x, dtype=STORE).tobytes()
 
@@ -144,8 +138,10 @@ class _Workdir:
         return self.spark.read.parquet(path)
 
     def delete(self, name: str | None = None) -> None:
+        """Delete the run folder, a name inside it, or a full path (a checkpoint file)."""
         jvm = self.spark.sparkContext._jvm
-        path = jvm.org.apache.hadoop.fs.Path(self.path if name is None else f"{self.path}/{name}")
+        full = self.path if name is None else (name if ":" in name or name.startswith("/") else f"{self.path}/{name}")
+        path = jvm.org.apache.hadoop.fs.Path(full)
         fs = path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
         fs.delete(path, True)
 
@@ -182,173 +178,378 @@ def index_nodes(nodes: DataFrame, num_blocks: int, id_type: T.DataType) -> DataF
     return nodes.mapInPandas(assign_block, with_block).groupBy("block").applyInPandas(rank_in_block, schema)
 
 
-def edge_blocks(edges: DataFrame, nodes: DataFrame, directed: bool, block_sizes: dict[int, int]) -> DataFrame:
-    """CSR blocks of P = D^-1 S keyed by (col block b, row block a); b = -1 rows carry degrees."""
-    src = nodes.select(F.col("node").alias("src"), F.col("block").alias("a"), F.col("idx").alias("i"))
-    dst = nodes.select(F.col("node").alias("dst"), F.col("block").alias("b"), F.col("idx").alias("j"))
-    e = edges.join(src, "src").join(dst, "dst").select("a", "i", "b", "j", "weight")
-    if not directed:  # each non-loop edge also reversed; a self loop is stored once
-        e = e.union(e.where(~((F.col("a") == F.col("b")) & (F.col("i") == F.col("j"))))
-                    .select(F.col("b").alias("a"), F.col("j").alias("i"), F.col("a").alias("b"),
-                            F.col("i").alias("j"), "weight"))
+def edge_blocks(edges: DataFrame, nodes: DataFrame, directed: bool, block_sizes: dict[int, int],
+                num_blocks: int) -> DataFrame:
+    """CSR blocks of P = D^-1 S keyed by (col block b, row block a); b = -1 rows carry the degrees of a.
 
-    def build(pdf: pd.DataFrame) -> pd.DataFrame:
+    Two cogroups with the node table and no joins: first by the column block b (each edge's dst
+    gets its rank j in b, the edges leave as one binary payload per (a, b)), then by the row block a
+    (src gets its rank i; the CSR slices and degrees are built from edges sorted by (i, b, j, w),
+    so sums never depend on arrival order).
+    """
+    if not directed:  # each non-loop edge also reversed; a self loop is stored once
+        edges = edges.union(edges.where(F.col("src") != F.col("dst"))
+                            .select(F.col("dst").alias("src"), F.col("src").alias("dst"), "weight"))
+    keyed_schema = T.StructType(edges.schema.fields + [T.StructField("b", T.IntegerType())])
+
+    def add_col_block(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for pdf in batches:
+            yield pdf.assign(b=(fr.node_keys(pdf["dst"]) % np.uint64(num_blocks)).astype(np.int32))
+
+    def col_side(edges_pdf: pd.DataFrame, nodes_pdf: pd.DataFrame) -> pd.DataFrame:
+        if len(edges_pdf) == 0:
+            return pd.DataFrame(columns=["a", "b", "src", "j", "w"])
+        b = int(edges_pdf["b"].iloc[0])
+        ids = nodes_pdf.sort_values("idx")["node"].to_numpy()
+        dst = edges_pdf["dst"].to_numpy()
+        j = np.searchsorted(ids, dst).astype(np.int32)  # rank of dst in block b
+        src = edges_pdf["src"].to_numpy()
+        a = (fr.node_keys(src) % np.uint64(num_blocks)).astype(np.int64)
+        w = edges_pdf["weight"].to_numpy(dtype=np.float64)
+        rows = []
+        for row_block in np.unique(a):
+            sel = a == row_block
+            rows.append((int(row_block), b, pickle.dumps(src[sel]), j[sel].tobytes(), w[sel].tobytes()))
+        return pd.DataFrame(rows, columns=["a", "b", "src", "j", "w"])
+
+    def row_side(pay_pdf: pd.DataFrame, nodes_pdf: pd.DataFrame) -> pd.DataFrame:
         import scipy.sparse as sp
 
-        a = int(pdf["a"].iloc[0])
+        if len(pay_pdf) == 0:
+            return pd.DataFrame(columns=["b", "a", "indptr", "indices", "data"])
+        a = int(pay_pdf["a"].iloc[0])
         n_a = block_sizes[a]
-        i, b, j, w = (pdf[c].to_numpy() for c in ("i", "b", "j", "weight"))
+        ids = nodes_pdf.sort_values("idx")["node"].to_numpy()
+        parts_i, parts_b, parts_j, parts_w = [], [], [], []
+        for b, src, j, w in zip(pay_pdf["b"], pay_pdf["src"], pay_pdf["j"], pay_pdf["w"]):
+            src = pickle.loads(src)
+            parts_i.append(np.searchsorted(ids, src).astype(np.int64))  # rank of src in block a
+            parts_b.append(np.full(len(src), int(b), dtype=np.int32))
+            parts_j.append(np.frombuffer(j, dtype=np.int32).astype(np.int64))
+            parts_w.append(np.frombuffer(w, dtype=np.float64))
+        i, b, j, w = (np.concatenate(p) for p in (parts_i, parts_b, parts_j, parts_w))
         order = np.lexsort((w, j, b, i))  # fixed order: the sums below never depend on arrival order
-        i, b, j, w = i[order].astype(np.int64), b[order], j[order].astype(np.int64), w[order].astype(np.float64)
+        i, b, j, w = i[order], b[order], j[order], w[order]
         degree = np.bincount(i, weights=w, minlength=n_a)  # (n_a,)
         inv = fr.inverse_degree(degree)
         rows = [(-1, a, b"", b"", degree.tobytes())]
-        for col_block in np.unique(b):
+        for col_block in np.unique(b).tolist():
             sel = b == col_block
-            p = sp.csr_matrix((w[sel], (i[sel], j[sel])), shape=(n_a, block_sizes[int(col_block)]))
+            p = sp.csr_matrix((w[sel], (i[sel], j[sel])), shape=(n_a, block_sizes[col_block]))
             p.sum_duplicates()
             p.data = p.data * np.repeat(inv, np.diff(p.indptr))
-            rows.append((int(col_block), a, p.indptr.astype(np.int64).tobytes(),
-                         p.indices.astype(np.int32).tobytes(), p.data.astype(np.float64).tobytes()))
+            rows.append((col_block, a, p.indptr.astype(np.int64).tobytes(), p.indices.astype(np.int32).tobytes(),
+                         p.data.astype(np.float64).tobytes()))
         return pd.DataFrame(rows, columns=["b", "a", "indptr", "indices", "data"])
 
-    return e.groupBy("a").applyInPandas(build, EDGE_BLOCK_SCHEMA)
+    by_b = edges.mapInPandas(add_col_block, keyed_schema)
+    payloads = by_b.groupBy("b").cogroup(nodes.groupBy("block")).applyInPandas(col_side, PAYLOAD_SCHEMA)
+    return payloads.groupBy("a").cogroup(nodes.groupBy("block")).applyInPandas(row_side, EDGE_BLOCK_SCHEMA)
 
 
 def initial_state(nodes: DataFrame, degrees: DataFrame, params: fr.FastRPParams, block_sizes: dict[int, int],
                   chunk_rows: int) -> DataFrame:
-    """State rows for X_0 = diag(deg^beta) R and E_0 = sigma l2rows(R), R from (seed, node id)."""
+    """Chunk rows ``(block, chunk, ids, x, e)``: X_0 = diag(deg^beta) R, E_0 = sigma l2rows(R), R from (seed, id).
+
+    ``ids`` is the chunk's node ids in block order (a pickled numpy array), so later stages never
+    join back to the node table.
+    """
     def init(nodes_pdf: pd.DataFrame, deg_pdf: pd.DataFrame) -> pd.DataFrame:
         block = int(nodes_pdf["block"].iloc[0])
         n_b = block_sizes[block]
-        ids = nodes_pdf.sort_values("idx")["node"]
+        ids = nodes_pdf.sort_values("idx")["node"].to_numpy()
         degree = np.frombuffer(deg_pdf["data"].iloc[0], dtype=np.float64) if len(deg_pdf) else np.zeros(n_b)
         r = fr.random_projection(fr.node_keys(ids), params.dim, params.sparsity, params.seed)  # (n_b, D)
         x0, e0 = fr.initial_state(r, degree, params.normalization_strength, params.self_influence)
-        rows = [(block, c, _tobytes(x0[c * chunk_rows:(c + 1) * chunk_rows]), _tobytes(e0[c * chunk_rows:(c + 1) * chunk_rows]))
-                for c in _chunks(n_b, chunk_rows)]
-        return pd.DataFrame(rows, columns=["block", "chunk", "x", "e"])
+        rows = []
+        for c in _chunks(n_b, chunk_rows):
+            lo, hi = c * chunk_rows, (c + 1) * chunk_rows
+            rows.append((block, c, pickle.dumps(ids[lo:hi]), _tobytes(x0[lo:hi]), _tobytes(e0[lo:hi])))
+        return pd.DataFrame(rows, columns=["block", "chunk", "ids", "x", "e"])
 
     deg = degrees.select(F.col("a").alias("block"), "data")
-    return nodes.groupBy("block").cogroup(deg.groupBy("block")).applyInPandas(init, STATE_SCHEMA)
+    return nodes.groupBy("block").cogroup(deg.groupBy("block")).applyInPandas(init, INIT_SCHEMA)
 
 
-def propagate(p_blocks: DataFrame, state: DataFrame, params: fr.FastRPParams, weight: float, last: bool,
-              block_sizes: dict[int, int], chunk_rows: int) -> DataFrame:
-    """One iteration: partials P_ab X_b per (a, chunk), summed in b order, then the row update."""
-    dim = params.dim
+# --------------------------------------------------------------------------- block RDDs
+#
+# From here on every dataset is an RDD keyed by block id (or by a tuple whose first element is the
+# block id) and partitioned by :func:`block_partition`, so P and the state stay where they are and
+# only the partial products P_ab X_b cross the network: one shuffle per iteration.
 
-    def multiply(p_pdf: pd.DataFrame, st_pdf: pd.DataFrame) -> pd.DataFrame:
+
+def block_partition(key) -> int:
+    """The partition function of every keyed RDD here: the block id, ``key`` or ``key[0]``."""
+    return int(key[0]) if isinstance(key, tuple) else int(key)
+
+
+def zip_blocks(left, right, num_partitions: int, is_left: Callable[[object], bool]):
+    """``(block, (left value | None, right value | None))`` of two RDDs keyed and partitioned by block.
+
+    Both sides share the partitioner, so Spark unions them partition by partition (no shuffle) and
+    ``is_left(value)`` tells the sides apart (no tagging pass). If Spark ever could not, they are
+    shuffled by block first, which gives the same pairs.
+    """
+    union = left.union(right)
+    if union.getNumPartitions() != num_partitions:  # not co-partitioned: shuffle (same result, slower)
+        union = union.partitionBy(num_partitions, block_partition)
+
+    def pair(records: Iterator) -> Iterator:
+        merged: dict = {}
+        for key, value in records:
+            merged.setdefault(key, [None, None])[0 if is_left(value) else 1] = value
+        for key in sorted(merged):
+            yield key, tuple(merged.pop(key))
+
+    return union.mapPartitions(pair, preservesPartitioning=True)
+
+
+def _is_list(value) -> bool:
+    return isinstance(value, list)
+
+
+def _is_tuple(value) -> bool:
+    return isinstance(value, tuple)
+
+
+def initial_rdds(init_rows: DataFrame, num_partitions: int, dim: int):
+    """X_0 as ``(block, X float32 (n_b, D))`` and E_0 as ``(block, (E float32 (n_b, D), ids (n_b,)))``.
+
+    Built from the chunk rows of :func:`initial_state`; both are partitioned by block.
+    """
+    def assemble(chunks) -> tuple:
+        chunks = sorted(chunks, key=lambda c: c[0])
+        ids = np.concatenate([pickle.loads(c[1]) for c in chunks])
+        x = np.concatenate([np.frombuffer(c[2], dtype=STORE) for c in chunks]).reshape(-1, dim)
+        e = np.concatenate([np.frombuffer(c[3], dtype=STORE) for c in chunks]).reshape(-1, dim)
+        return x, e, ids
+
+    both = (init_rows.rdd.map(lambda r: (r["block"], (r["chunk"], bytes(r["ids"]), bytes(r["x"]), bytes(r["e"]))))
+            .groupByKey(num_partitions, block_partition).mapValues(assemble))
+    both.persist(StorageLevel.MEMORY_AND_DISK)
+    return both.mapValues(lambda s: s[0]), both.mapValues(lambda s: (s[1], s[2])), both
+
+
+def p_rdd(p_blocks: DataFrame, num_partitions: int, block_sizes: dict[int, int]):
+    """``(b, [(a, P_ab as CSR parts), ...] sorted by a)``: the column block b's slices of P, one record per b."""
+    def parts(r) -> tuple:
+        return (r["b"], (r["a"], np.frombuffer(r["indptr"], dtype=np.int64), np.frombuffer(r["indices"], dtype=np.int32),
+                         np.frombuffer(r["data"], dtype=np.float64)))
+
+    return (p_blocks.rdd.map(parts).groupByKey(num_partitions, block_partition)
+            .mapValues(lambda slices: sorted(slices, key=lambda s: s[0])))
+
+
+def propagate(p: "RDD", xs: "RDD", params: fr.FastRPParams, block_sizes: dict[int, int], chunk_rows: int,
+              num_partitions: int) -> "RDD":
+    """X_k = P X_{k-1} (gds: its L2-normalised rows) as ``(block, X_k float32)``, from ``xs`` = X_{k-1}.
+
+    Partials P_ab X_b are cut into row chunks of block a; only non-empty chunks are shuffled
+    (float32) and each chunk is summed in b order after a sort, so the bits never depend on arrival
+    order. Memory per task: one block of X in float64 and its product with P, plus the sort buffer
+    (which spills to disk).
+    """
+    dim, variant = params.dim, params.variant
+
+    def multiply(item) -> Iterator:
         import scipy.sparse as sp
 
-        if len(st_pdf) == 0:
-            return pd.DataFrame(columns=["block", "chunk", "src", "payload"])
-        b = int(st_pdf["block"].iloc[0])
-        n_b = block_sizes[b]
-        rows = [(b, int(c), -1, e) for c, e in zip(st_pdf["chunk"], st_pdf["e"])]  # E rides along
-        if len(p_pdf):
-            x_b = _assemble(st_pdf, "x", n_b, dim)  # (n_b, D)
-            for a, indptr, indices, data in zip(p_pdf["a"], p_pdf["indptr"], p_pdf["indices"], p_pdf["data"]):
-                a = int(a)
-                ptr = np.frombuffer(indptr, dtype=np.int64)
-                p = sp.csr_matrix((np.frombuffer(data, dtype=np.float64), np.frombuffer(indices, dtype=np.int32), ptr),
-                                  shape=(block_sizes[a], n_b))
-                y = p @ x_b  # (n_a, D)
-                for c in _chunks(block_sizes[a], chunk_rows):
-                    lo, hi = c * chunk_rows, min((c + 1) * chunk_rows, block_sizes[a])
-                    if ptr[hi] > ptr[lo]:  # skip chunks with no edges into block b
-                        rows.append((a, c, b, _tobytes(y[lo:hi])))
-        return pd.DataFrame(rows, columns=["block", "chunk", "src", "payload"])
+        b, (slices, x_b) = item
+        if slices is None or x_b is None:
+            return
+        x_b = x_b.astype(np.float64)  # (n_b, D)
+        for a, indptr, indices, data in slices:
+            n_a = block_sizes[a]
+            y = sp.csr_matrix((data, indices, indptr), shape=(n_a, x_b.shape[0])) @ x_b  # (n_a, D)
+            for c in _chunks(n_a, chunk_rows):
+                lo, hi = c * chunk_rows, min((c + 1) * chunk_rows, n_a)
+                if indptr[hi] > indptr[lo]:  # skip chunks with no edges into block b
+                    yield (a, c, b), y[lo:hi].astype(STORE)
 
-    def reduce(pdf: pd.DataFrame) -> pd.DataFrame:
-        block, chunk = int(pdf["block"].iloc[0]), int(pdf["chunk"].iloc[0])
-        n_rows = min(chunk_rows, block_sizes[block] - chunk * chunk_rows)
-        pdf = pdf.sort_values("src", kind="stable")  # fixed summation order: by column block
-        acc = np.zeros((n_rows, dim), dtype=np.float64)
-        e = np.zeros((n_rows, dim), dtype=np.float64)
-        for src, payload in zip(pdf["src"], pdf["payload"]):
-            part = np.frombuffer(payload, dtype=STORE).astype(np.float64).reshape(n_rows, dim)
-            if src < 0:
-                e = part
-            else:
-                acc += part
-        x_next, e_next = fr.propagation_update(acc, e, weight, params.variant)
-        return pd.DataFrame([(block, chunk, b"" if last else _tobytes(x_next), _tobytes(e_next))],
-                            columns=["block", "chunk", "x", "e"])
+    def next_x(block: int, propagated: np.ndarray) -> tuple:
+        x = fr.row_normalize(propagated) if variant == "gds" else propagated
+        return block, x.astype(STORE)
 
-    partials = p_blocks.groupBy("b").cogroup(state.groupBy("block")).applyInPandas(multiply, PARTIAL_SCHEMA)
-    return partials.groupBy("block", "chunk").applyInPandas(reduce, STATE_SCHEMA)
+    def sum_blocks(records: Iterator) -> Iterator:
+        """Sorted (a, chunk, b) partials -> (a, X_k of block a), each chunk summed in b order (float64)."""
+        block, acc = None, None
+        for (a, c, _b), part in records:
+            if a != block:
+                if block is not None:
+                    yield next_x(block, acc)
+                block, acc = a, np.zeros((block_sizes[a], dim), dtype=np.float64)
+            acc[c * chunk_rows:c * chunk_rows + len(part)] += part
+        if block is not None:
+            yield next_x(block, acc)
+
+    partials = zip_blocks(p, xs, num_partitions, _is_list).flatMap(multiply)
+    summed = (partials.repartitionAndSortWithinPartitions(num_partitions, block_partition)
+              .mapPartitions(sum_blocks, preservesPartitioning=True))
+    return _with_all_blocks(summed, num_partitions, block_sizes, dim)
 
 
-def column_stats(state: DataFrame, dim: int, block_sizes: dict[int, int], chunk_rows: int,
-                 mean: np.ndarray | None) -> np.ndarray:
-    """Per-column sum of E (or of (E - mean)^2): per-chunk sums, added on the driver in chunk order."""
-    def sums(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for pdf in batches:
-            out = []
-            for block, chunk, payload in zip(pdf["block"], pdf["chunk"], pdf["e"]):
-                e = np.frombuffer(payload, dtype=STORE).astype(np.float64).reshape(-1, dim)
-                out.append((int(block), int(chunk), fr.column_moments_sum(e, mean).tobytes()))
-            yield pd.DataFrame(out, columns=["block", "chunk", "sums"])
+def _with_all_blocks(summed: "RDD", num_partitions: int, block_sizes: dict[int, int], dim: int) -> "RDD":
+    """``summed`` plus a zero X for every block that received no partials (its rows have no out-edges)."""
+    def complete(index: int, records: Iterator) -> Iterator:
+        seen = set()
+        for key, value in records:
+            seen.add(key)
+            yield key, value
+        for block in sorted(block_sizes):
+            if block % num_partitions == index and block not in seen:
+                yield block, np.zeros((block_sizes[block], dim), dtype=STORE)
 
-    rows = state.select("block", "chunk", "e").mapInPandas(sums, SUMS_SCHEMA).collect()  # one D-vector per chunk
-    total = np.zeros(dim, dtype=np.float64)
-    for row in sorted(rows, key=lambda r: (r["block"], r["chunk"])):
-        total += np.frombuffer(row["sums"], dtype=np.float64)
-    return total
+    return summed.mapPartitionsWithIndex(complete, preservesPartitioning=True)
 
 
-def to_output(nodes: DataFrame, state: DataFrame, dim: int, id_type: T.DataType, block_sizes: dict[int, int],
+def accumulate(es: "RDD", xs: "RDD", weight: float, variant: str, num_partitions: int) -> "RDD":
+    """E_k = E_{k-1} + alpha_k l2rows(X_k) (gds: X_k is already normalised) as ``(block, (E float32, ids))``."""
+    def add(item) -> tuple:
+        block, (e_ids, x) = item
+        e, ids = e_ids
+        contribution = x.astype(np.float64) if variant == "gds" else fr.row_normalize(x)
+        return block, ((e.astype(np.float64) + weight * contribution).astype(STORE), ids)
+
+    return zip_blocks(es, xs, num_partitions, _is_tuple).map(add, preservesPartitioning=True)
+
+
+def standardization(state: "RDD", dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column mean and population std of E: per-block moments, merged on the driver in block order."""
+    moments = state.map(lambda kv: (kv[0], fr.column_moments(kv[1][0]))).collect()  # B tiny records
+    count, mean, m2 = fr.merge_moments([m for _, m in sorted(moments, key=lambda kv: kv[0])], dim)
+    return mean, fr.standardize_scale(m2, count)
+
+
+def to_output(spark: SparkSession, state: "RDD", dim: int, id_type: T.DataType, chunk_rows: int,
               mean: np.ndarray | None, std: np.ndarray | None) -> DataFrame:
-    """Rows ``(node, embedding array<float>)`` from the final state, standardised if asked."""
+    """Rows ``(node, embedding array<float>)`` from the final state (standardised if asked), built as Arrow."""
     schema = T.StructType([T.StructField("node", id_type), T.StructField("embedding", T.ArrayType(T.FloatType()))])
+    arrow_type = _arrow_type(id_type)
 
-    def emit(nodes_pdf: pd.DataFrame, st_pdf: pd.DataFrame) -> pd.DataFrame:
-        block = int(nodes_pdf["block"].iloc[0])
-        e = _assemble(st_pdf, "e", block_sizes[block], dim)  # (n_b, D)
-        if mean is not None:
-            e = (e - mean) / std
-        ids = nodes_pdf.sort_values("idx")["node"].reset_index(drop=True)
-        return pd.DataFrame({"node": ids, "embedding": list(e.astype(np.float32))})
+    def chunk_rows_of(kv) -> Iterator[tuple]:
+        block, (e, ids) = kv
+        for c in _chunks(len(ids), chunk_rows):
+            lo, hi = c * chunk_rows, (c + 1) * chunk_rows
+            yield block, c, pickle.dumps(ids[lo:hi]), e[lo:hi].tobytes()
 
-    return nodes.groupBy("block").cogroup(state.groupBy("block")).applyInPandas(emit, schema)
+    def emit(batches: Iterator) -> Iterator:
+        import pyarrow as pa
+
+        for batch in batches:
+            for ids_bytes, e_bytes in zip(batch.column("ids").to_pylist(), batch.column("e").to_pylist()):
+                ids = pickle.loads(ids_bytes)
+                e = np.frombuffer(e_bytes, dtype=STORE).reshape(-1, dim)
+                if mean is not None:
+                    e = ((e.astype(np.float64) - mean) / std).astype(STORE)
+                offsets = pa.array(np.arange(0, e.size + 1, dim, dtype=np.int32))
+                embedding = pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(e).ravel()))
+                yield pa.RecordBatch.from_arrays([pa.array(ids, type=arrow_type), embedding], names=["node", "embedding"])
+
+    chunks = spark.createDataFrame(state.flatMap(chunk_rows_of), OUT_CHUNK_SCHEMA)
+    return chunks.mapInArrow(emit, schema)
+
+
+def _arrow_type(id_type: T.DataType):
+    import pyarrow as pa
+
+    return {T.StringType: pa.string(), T.LongType: pa.int64(), T.IntegerType: pa.int32(), T.ShortType: pa.int16(),
+            T.ByteType: pa.int8()}[type(id_type)]
 
 
 # --------------------------------------------------------------------------- engine
 
 
-def fastrp_spark(spark: SparkSession, edges: DataFrame, cfg, checkpoint_dir: str, id_type: T.DataType,
-                 chunk_rows: int | None = None, keep_workdir: bool = False,
-                 work: _Workdir | None = None) -> tuple[DataFrame, dict, _Workdir]:
-    """FastRP of validated ``edges`` (src, dst, weight). Returns (output frame, stats, workdir).
+class _Checkpoints:
+    """Cuts each iteration's lineage: reliable RDD checkpoints in the run's folder (or local ones)."""
 
-    The output frame reads the run's last checkpoint, so write it before deleting the workdir
-    (:func:`run_fastrp` does).
+    def __init__(self, spark: SparkSession, work: "_Workdir", mode: str):
+        self.sc, self.work, self.mode = spark.sparkContext, work, mode
+        self.previous_dir = None
+        if mode == "reliable":
+            current = self.sc._jsc.sc().getCheckpointDir()
+            self.previous_dir = current.get() if current.isDefined() else None
+            self.sc.setCheckpointDir(f"{work.path}/rdd")
+
+    def materialize(self, rdd):
+        if self.mode == "reliable":
+            rdd.persist(StorageLevel.MEMORY_AND_DISK)
+            rdd.checkpoint()
+        else:
+            rdd.localCheckpoint()
+        rdd.count()  # one job: computes the iteration and writes its checkpoint
+        return rdd
+
+    def drop(self, rdd) -> None:
+        path = rdd.getCheckpointFile() if self.mode == "reliable" else None
+        rdd.unpersist()
+        if path:
+            self.work.delete(path)
+
+    def close(self) -> None:
+        if self.previous_dir is not None:
+            self.sc.setCheckpointDir(self.previous_dir)
+
+
+def fastrp_spark(spark: SparkSession, edges: DataFrame, cfg, checkpoint_dir: str, id_type: T.DataType,
+                 chunk_rows: int | None = None, work: "_Workdir | None" = None,
+                 timings: dict | None = None) -> tuple[DataFrame, dict, list]:
+    """FastRP of validated ``edges`` (src, dst, weight). Returns (output frame, stats, RDDs to release).
+
+    The output frame reads the cached final state, so write it before releasing the RDDs and
+    deleting the workdir (:func:`run_fastrp` does).
     """
+    timings = {} if timings is None else timings
     work = work or _Workdir(spark, checkpoint_dir)
+    clock = _Clock(timings)
     distinct = work.save(distinct_nodes(edges), "distinct_nodes")
     num_nodes = distinct.count()
-    num_blocks = max(1, math.ceil(num_nodes / cfg.block_size))
     params = fr.FastRPParams.from_config(cfg, num_nodes)
+    block_size = fr.resolve_block_size(cfg.block_size, num_nodes, params.dim)
+    num_blocks = max(1, math.ceil(num_nodes / block_size))
     chunk_rows = chunk_rows or fr.chunk_rows_for(params.dim)
+    num_partitions = min(num_blocks, cfg.num_partitions) if cfg.num_partitions else num_blocks
     nodes = work.save(index_nodes(distinct, num_blocks, id_type), "nodes")
     block_sizes = {int(r["block"]): int(r["count"]) for r in nodes.groupBy("block").count().collect()}
-    blocks = work.save(edge_blocks(edges, nodes, params.directed, block_sizes), "edge_blocks")
-    p_blocks = blocks.where(F.col("b") >= 0)
-    degrees = blocks.where(F.col("b") < 0)
-    state = work.save(initial_state(nodes, degrees, params, block_sizes, chunk_rows), "iter_0")
+    clock.lap("index_nodes")
+    blocks = work.save(edge_blocks(edges, nodes, params.directed, block_sizes, num_blocks), "edge_blocks")
+    clock.lap("edge_blocks")
+    checkpoints = _Checkpoints(spark, work, cfg.checkpoint)
+    p = p_rdd(blocks.where(F.col("b") >= 0), num_partitions, block_sizes)
+    p.persist(StorageLevel.MEMORY_AND_DISK)
+    init = initial_state(nodes, blocks.where(F.col("b") < 0), params, block_sizes, chunk_rows)
+    xs, es, both = initial_rdds(init, num_partitions, params.dim)
+    xs, es = checkpoints.materialize(xs), checkpoints.materialize(es)
+    both.unpersist()
+    clock.lap("initial_state")
     for k, weight in enumerate(params.iteration_weights, start=1):
-        last = k == len(params.iteration_weights)
-        state = work.save(propagate(p_blocks, state, params, weight, last, block_sizes, chunk_rows), f"iter_{k}")
-        if k >= 2 and not keep_workdir:
-            work.delete(f"iter_{k - 2}")
+        new_xs = checkpoints.materialize(propagate(p, xs, params, block_sizes, chunk_rows, num_partitions))
+        new_es = checkpoints.materialize(accumulate(es, new_xs, weight, params.variant, num_partitions))
+        checkpoints.drop(xs)
+        checkpoints.drop(es)
+        xs, es = new_xs, new_es
+        clock.lap(f"iteration_{k}")
+    checkpoints.drop(xs)
+    p.unpersist()
     mean = std = None
     if params.standardize:
-        mean = column_stats(state, params.dim, block_sizes, chunk_rows, None) / num_nodes
-        std = fr.standardize_scale(column_stats(state, params.dim, block_sizes, chunk_rows, mean), num_nodes)
-    out = to_output(nodes, state, params.dim, id_type, block_sizes, mean, std)
-    stats = {"num_nodes": num_nodes, "num_blocks": num_blocks, "chunk_rows": chunk_rows, "sparsity": params.sparsity}
-    return out, stats, work
+        mean, std = standardization(es, params.dim)
+        clock.lap("standardization")
+    out = to_output(spark, es, params.dim, id_type, chunk_rows, mean, std)
+    stats = {"num_nodes": num_nodes, "num_blocks": num_blocks, "block_size": block_size, "chunk_rows": chunk_rows,
+             "num_partitions": num_partitions, "sparsity": params.sparsity}
+    return out, stats, [lambda: checkpoints.drop(es), checkpoints.close]
+
+
+class _Clock:
+    """Seconds per phase into ``timings`` (kept in the run record)."""
+
+    def __init__(self, timings: dict):
+        self.timings, self.last = timings, time.time()
+
+    def lap(self, name: str) -> None:
+        now = time.time()
+        self.timings[name] = round(now - self.last, 3)
+        self.last = now
 
 
 def local_engine_frame(spark: SparkSession, edges: DataFrame, cfg, id_type: T.DataType) -> tuple[DataFrame, dict]:
@@ -366,15 +567,17 @@ def estimate_run(raw_edges: DataFrame, cfg) -> dict:
     edges, counts = validate_edges(raw_edges, cfg)
     num_nodes = count_nodes(edges)
     return fr.estimate_resources(num_nodes, counts["rows"], cfg.dim, len(cfg.iteration_weights), cfg.directed,
-                                 cfg.block_size, counts["self_loops"])
+                                 fr.resolve_block_size(cfg.block_size, num_nodes, cfg.dim), counts["self_loops"])
 
 
 def run_fastrp(spark: SparkSession, raw_edges: DataFrame, cfg, checkpoint_dir: str,
-               chunk_rows: int | None = None) -> WriteResult:
+               chunk_rows: int | None = None, before_write: Callable[[DataFrame], None] | None = None) -> WriteResult:
     """Validate, embed with the chosen engine, write ``cfg.output`` atomically, append a run record.
 
+    ``before_write(out)`` (optional) may check the output frame and raise to stop before the write.
     The run record goes to the Delta table ``<output>_runs``: parameters, input and output Delta
-    versions, counts and seconds. The output commit's userMetadata holds the same parameters.
+    versions, counts and seconds. The output commit's userMetadata holds the same parameters, the
+    block layout and the seconds of each phase.
     """
     started = time.time()
     edges, counts = validate_edges(raw_edges, cfg)
@@ -383,19 +586,24 @@ def run_fastrp(spark: SparkSession, raw_edges: DataFrame, cfg, checkpoint_dir: s
     previous_partitions = spark.conf.get("spark.sql.shuffle.partitions")
     if cfg.num_partitions:
         spark.conf.set("spark.sql.shuffle.partitions", str(cfg.num_partitions))
-    work = None
+    work, release, timings = None, [], {"validate": round(time.time() - started, 3)}
     try:
         if cfg.engine == "local":
             out, stats = local_engine_frame(spark, edges, cfg, id_type)
         else:
             work = _Workdir(spark, checkpoint_dir)  # deleted below whatever happens
-            out, stats, work = fastrp_spark(spark, edges, cfg, checkpoint_dir, id_type, chunk_rows, work=work)
+            out, stats, release = fastrp_spark(spark, edges, cfg, checkpoint_dir, id_type, chunk_rows, work=work,
+                                               timings=timings)
+        if before_write is not None:
+            before_write(out)
         params = cfg.model_dump(mode="json")
         metadata = {"job": "fastrp", "params": params, "input": cfg.edges, "input_version": input_version,
-                    "num_edges": counts["rows"], **stats}
+                    "num_edges": counts["rows"], **stats, "seconds_by_phase": timings}
         result = write_delta(out, cfg.output, metadata=metadata)
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", previous_partitions)
+        for step in release:
+            step()
         if work is not None:
             work.delete()
     record = {"run_id": uuid.uuid4().hex, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -405,7 +613,8 @@ def run_fastrp(spark: SparkSession, raw_edges: DataFrame, cfg, checkpoint_dir: s
     runs_schema = ("run_id string, finished_at string, output string, output_version long, input string, "
                    "input_version long, engine string, params string, num_nodes long, num_edges long, seconds double")
     write_delta(spark.createDataFrame([record], runs_schema), runs_path(cfg.output), mode="append")
-    log.info("fastrp: %d nodes embedded to %s (Delta version %d)", stats["num_nodes"], cfg.output, result.version)
+    log.info("fastrp: %d nodes embedded to %s (Delta version %d) in %.1f s %s", stats["num_nodes"], cfg.output,
+             result.version, time.time() - started, timings)
     return result
 
 

@@ -140,6 +140,9 @@ class TrainConfig(_Strict):
     seed: int = 0
     # distribution
     world_size: PositiveInt = 1
+    num_threads: PositiveInt | None = Field(
+        default=None, description="torch CPU threads per rank (default: $OMP_NUM_THREADS, else 1; "
+                                  "more threads than free cores makes OpenMP spin and training crawl)")
     device: Literal["cpu", "cuda"] = "cpu"
     backend: Literal["auto", "gloo", "nccl"] = "auto"
     launcher: Literal["auto", "spark"] = Field(

@@ -264,6 +264,7 @@ def oracle_auc(path: str, event_ids: np.ndarray, labels: np.ndarray) -> float | 
 def train_rank(cfg: TrainConfig, summary: InputSummary) -> dict | None:
     """The whole run on one rank (environment set by a launcher); rank 0 returns and writes the metrics."""
     backend = resolve_backend(cfg.backend, cfg.device)
+    torch.set_num_threads(cfg.num_threads or int(os.environ.get("OMP_NUM_THREADS", 1)))
     with process_group(backend, cfg.device) as (rank, world, device):
         trainer = CTRTrainer(cfg, summary, rank=rank, world_size=world, device=device).setup()
         resumed = cfg.resume and trainer.restore()

@@ -8,6 +8,7 @@ rank 0 after every rank has finished writing, so a crash mid-save leaves the pre
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -17,8 +18,12 @@ import torch.distributed.checkpoint as dcp
 PROGRESS_KEYS = ("epoch", "step_in_epoch", "global_step")
 
 
-def save_checkpoint(directory: str, model: torch.nn.Module, optimizer, progress: dict[str, int]) -> str:
-    """Save a sharded checkpoint of ``model`` + ``optimizer`` + ``progress``; returns its folder (collective)."""
+def save_checkpoint(directory: str, model: torch.nn.Module, optimizer, progress: dict[str, int],
+                    keep: int = 2) -> str:
+    """Save a sharded checkpoint of ``model`` + ``optimizer`` + ``progress``; returns its folder (collective).
+
+    Rank 0 then deletes all but the ``keep`` newest ``step_*`` folders.
+    """
     path = Path(directory) / f"step_{progress['global_step']}"
     state = {"model": model.state_dict(), "optim": optimizer.state_dict(),
              "progress": torch.tensor([progress[k] for k in PROGRESS_KEYS], dtype=torch.int64)}
@@ -28,6 +33,9 @@ def save_checkpoint(directory: str, model: torch.nn.Module, optimizer, progress:
         tmp = Path(directory) / "latest.tmp"
         tmp.write_text(path.name)
         os.replace(tmp, Path(directory) / "latest")
+        steps = sorted(Path(directory).glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+        for old in steps[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
     dist.barrier()
     return str(path)
 

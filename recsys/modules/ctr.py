@@ -36,6 +36,8 @@ class CTRModel(nn.Module):
     Args:
         ebc: the embedding tables (sharded from outside by ``recsys.distributed``).
         keys: the KJT keys, in the order the pooled vectors are used.
+        key_dims: width of each key's table (default all ``embedding_dim``); ``dcn`` allows them to differ
+            (e.g. per-field widths found by a dimension search), ``dlrm`` does not.
         num_dense_inputs: 2n. interaction: ``dlrm`` or ``dcn``.
     Forward:
         dense (B, 2n) float32, sparse KJT with ``keys`` -> logits (B,).
@@ -43,8 +45,12 @@ class CTRModel(nn.Module):
 
     def __init__(self, *, ebc: EmbeddingBagCollection, keys: list[str], embedding_dim: int, num_dense_inputs: int,
                  interaction: str, dense_arch: list[int], over_arch: list[int], cross_layers: int = 2,
-                 cross_rank: int = 16):
+                 cross_rank: int = 16, key_dims: list[int] | None = None):
         super().__init__()
+        key_dims = list(key_dims) if key_dims is not None else [embedding_dim] * len(keys)
+        if interaction == "dlrm" and set(key_dims) != {embedding_dim}:
+            raise ValueError(f"dlrm needs every table at embedding_dim={embedding_dim}; got widths {sorted(set(key_dims))}"
+                             " (use dcn for per-table widths)")
         self.ebc = ebc
         self.keys = list(keys)
         self.interaction = interaction
@@ -59,7 +65,7 @@ class CTRModel(nn.Module):
             top_in = embedding_dim + s * (s - 1) // 2
             self.cross = None
         elif interaction == "dcn":
-            top_in = arch[-1] + num_vectors * embedding_dim
+            top_in = arch[-1] + sum(key_dims)
             self.cross = LowRankCrossNet(top_in, num_layers=cross_layers, low_rank=cross_rank)
         else:
             raise ValueError(f"unknown interaction {interaction!r}")
@@ -94,7 +100,7 @@ def build_model(cfg, layout: EmbeddingLayout, num_dense_inputs: int, device: tor
             model = CTRModel(ebc=ebc, keys=list(layout.keys), embedding_dim=layout.embedding_dim,
                              num_dense_inputs=num_dense_inputs, interaction=m.kind, dense_arch=m.dense_arch,
                              over_arch=m.over_arch, cross_layers=getattr(m, "cross_layers", 2),
-                             cross_rank=getattr(m, "cross_rank", 16))
+                             cross_rank=getattr(m, "cross_rank", 16), key_dims=layout.key_dims)
     return model
 
 

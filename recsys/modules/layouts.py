@@ -67,9 +67,16 @@ class EmbeddingLayout:
         return any(s.salt is not None for s in self.sources)
 
     @property
+    def key_dims(self) -> list[int]:
+        """Width of each key's vector (its table's ``embedding_dim``), in key order."""
+        dims = {t.name: t.embedding_dim for t in self.tables}
+        return [dims[s.table] for s in self.sources]
+
+    @property
     def feature_widths(self) -> dict[str, int]:
         """Width of each feature's (concatenated) vector."""
-        return {f: len(keys) * self.embedding_dim for f, keys in self.groups}
+        dims = dict(zip(self.keys, self.key_dims))
+        return {f: sum(dims[k] for k in keys) for f, keys in self.groups}
 
     def rows(self, key_index: int, ids: np.ndarray, hashes: np.ndarray | None) -> np.ndarray:
         """Table rows of one key's values.

@@ -132,3 +132,23 @@ def test_estimate_grows_linearly_with_edges_and_dim():
     assert small["stored_edges"] == 200_000 and small["num_blocks"] == 1
     assert big["shuffle_bytes_per_iteration"] > 1.9 * small["shuffle_bytes_per_iteration"] - 200_000 * 12
     assert "GiB" in small["summary"]
+
+
+def test_block_moments_merged_in_order_give_the_whole_columns_mean_and_std():
+    # given E cut into uneven blocks (one empty)
+    e = np.random.default_rng(0).normal(3.0, 2.0, size=(101, 5))
+    parts = [e[:7], e[7:7], e[7:60], e[60:]]
+    # when each block's moments are merged
+    count, mean, m2 = fr.merge_moments([fr.column_moments(p) for p in parts], 5)
+    # then they are the columns' mean and population std, as sklearn's scale uses
+    assert count == 101
+    np.testing.assert_allclose(mean, e.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(fr.standardize_scale(m2, count), e.std(axis=0), rtol=1e-12)
+
+
+def test_default_block_size_depends_on_nodes_and_dim_only_and_caps_block_memory():
+    # a given block size wins; otherwise equal blocks of at most 256 MiB of float32 X
+    assert fr.resolve_block_size(16, 1_000_000, 128) == 16
+    assert fr.resolve_block_size(None, 100_000, 128) == 100_000  # one block
+    assert fr.resolve_block_size(None, 1_000_000, 128) == 500_000  # two equal blocks
+    assert fr.resolve_block_size(None, 1_000_000, 512) * 512 * 4 <= 256 << 20

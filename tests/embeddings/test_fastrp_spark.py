@@ -1,7 +1,10 @@
 """FastRP Spark engine and job: equal to the scipy reference, identical across partitionings, safe on bad input.
 
-Every graph here has tens of nodes and block_size 7 / chunk_rows 3, so the block, chunk and
-cross-block paths all run while each Spark run stays a few seconds.
+Every graph here has about 45 nodes; block_size 16 and chunk_rows 3 make 3 blocks of several
+chunks, so the block, chunk and cross-block paths all run. Spark runs are the cost, so there are
+three, each module-scoped and checked by several tests: a directed graph embedded twice (1 file,
+1 partition, reliable checkpoints; 3 shuffled files, 3 partitions, local checkpoints) and the job
+run end to end on an undirected one.
 """
 
 from __future__ import annotations
@@ -50,58 +53,61 @@ def read_embeddings(spark, path) -> dict:
 def spark_embed(spark, tmp_path, pdf, name: str, partitions: int = 1, **cfg) -> dict:
     edges = write_edges(spark, pdf, tmp_path / f"{name}_edges", partitions)
     config = FastRPConfig(edges=edges, src_col="s", dst_col="d", weight_col="w", output=str(tmp_path / name),
-                          block_size=7, **cfg)
+                          block_size=16, **cfg)
     run_fastrp(spark, spark.read.format("delta").load(edges), config, str(tmp_path / "ckpt"), chunk_rows=3)
     return read_embeddings(spark, tmp_path / name)
 
 
-CASES = {
-    "directed-weighted-string-ids-gds": dict(string_ids=True, weighted=True, cfg=dict(
-        directed=True, dim=8, iteration_weights=[1.0, 7.81], normalization_strength=-0.628, self_influence=0.3,
-        variant="gds", seed=-3)),
-    "undirected-unweighted-long-ids-standardized": dict(string_ids=False, weighted=False, cfg=dict(
-        dim=12, iteration_weights=[0.0, 1.0, 2.0], normalization_strength=-0.5, standardize=True, sparsity=2.0)),
-}
+DIRECTED = dict(directed=True, dim=8, iteration_weights=[1.0, 7.81], normalization_strength=-0.628, self_influence=0.3,
+                variant="gds", seed=-3)
 
 
-@pytest.mark.parametrize("case", CASES, ids=list(CASES))
-def test_spark_engine_matches_the_local_reference(spark, tmp_path, case):
-    # given a random multigraph with duplicates, self loops, a lone-self-loop node and a sink
-    spec = CASES[case]
-    pdf = random_edges(len(case), spec["string_ids"], spec["weighted"])
-    # when both engines embed it
-    got = spark_embed(spark, tmp_path, pdf, "out", **spec["cfg"])
-    nodes, expected = fr.embed_edge_list(pdf["s"].to_numpy(), pdf["d"].to_numpy(), pdf["w"].to_numpy(),
-                                         FastRPConfig(block_size=7, **spec["cfg"]))
-    # then every node is there, with the reference's vector
-    assert sorted(got) == sorted(nodes.tolist())
-    worst = max(np.abs(got[n] - expected[k]).max() for k, n in enumerate(nodes))
-    assert worst < TOLERANCE
-
-
-def test_output_is_bit_identical_for_any_number_of_partitions(spark, tmp_path):
-    # given the same graph stored in 1 and in 3 files, embedded with 1 and with 3 shuffle partitions
+@pytest.fixture(scope="module")
+def directed_runs(spark, tmp_path_factory):
+    """A weighted directed multigraph with string ids, embedded twice with different layouts, and its reference."""
+    tmp_path = tmp_path_factory.mktemp("fastrp_directed")
     pdf = random_edges(11, string_ids=True, weighted=True)
-    cfg = dict(dim=8, iteration_weights=[1.0, 2.0], normalization_strength=-0.5, standardize=True)
-    one = spark_embed(spark, tmp_path, pdf, "one", partitions=1, num_partitions=1, **cfg)
+    one = spark_embed(spark, tmp_path, pdf, "one", partitions=1, num_partitions=1, checkpoint="reliable", **DIRECTED)
     three = spark_embed(spark, tmp_path, pdf.sample(frac=1.0, random_state=0), "three", partitions=3,
-                        num_partitions=3, **cfg)
+                        num_partitions=3, checkpoint="local", **DIRECTED)
+    nodes, expected = fr.embed_edge_list(pdf["s"].to_numpy(), pdf["d"].to_numpy(), pdf["w"].to_numpy(),
+                                         FastRPConfig(**DIRECTED))
+    return {"one": one, "three": three, "nodes": nodes, "expected": expected}
+
+
+def _worst_difference(got: dict, nodes: np.ndarray, expected: np.ndarray) -> float:
+    assert sorted(got) == sorted(nodes.tolist())  # every node is there, nothing else
+    return max(np.abs(got[n] - expected[k]).max() for k, n in enumerate(nodes.tolist()))
+
+
+def test_spark_engine_matches_the_local_reference_on_a_directed_weighted_graph(directed_runs):
+    # given a multigraph with duplicates, self loops, a lone-self-loop node and a sink (gds variant, self influence)
+    # then the Spark engine gives the reference's vectors
+    assert _worst_difference(directed_runs["one"], directed_runs["nodes"], directed_runs["expected"]) < TOLERANCE
+
+
+def test_output_is_bit_identical_for_any_number_of_partitions_and_checkpoint_mode(directed_runs):
+    # given the same graph stored in 1 and in 3 files, embedded with 1 and 3 partitions, reliable and local checkpoints
+    one, three = directed_runs["one"], directed_runs["three"]
     # then the vectors are equal bit for bit
     assert one.keys() == three.keys()
     for node, vector in one.items():
         np.testing.assert_array_equal(vector, three[node])
 
 
+UNDIRECTED_FLAGS = ["--dim", "12", "--iteration-weights", "0,1,2", "--normalization-strength", "-0.5", "--standardize",
+                    "--sparsity", "2", "--block-size", "16"]
+
+
 @pytest.fixture(scope="module")
 def good_run(spark, tmp_path_factory):
-    """A tiny edge table and the job's flags for it; the job has run once successfully (once per module)."""
+    """An undirected, unweighted graph with long ids; the job has run once successfully (once per module)."""
     tmp_path = tmp_path_factory.mktemp("fastrp_job")
-    pdf = random_edges(5, string_ids=False, weighted=True, num_nodes=15, num_edges=30)
+    pdf = random_edges(5, string_ids=False, weighted=True)
     edges = write_edges(spark, pdf, tmp_path / "edges")
     flags = ["--master", "local[2]", "--set", "spark.shuffle_partitions=2",
-             "--set", f"spark.checkpoint_dir={tmp_path / 'checkpoints'}", "--edges", edges, "--src-col", "s", "--dst-col", "d", "--weight-col", "w",
-                        "--output", str(tmp_path / "emb"), "--dim", "4", "--iteration-weights", "1,2",
-                        "--block-size", "6"]
+             "--set", f"spark.checkpoint_dir={tmp_path / 'checkpoints'}", "--edges", edges, "--src-col", "s",
+             "--dst-col", "d", "--output", str(tmp_path / "emb")] + UNDIRECTED_FLAGS
     spec = importlib.util.spec_from_file_location("fastrp_job", JOB)
     job = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(job)
@@ -111,19 +117,30 @@ def good_run(spark, tmp_path_factory):
             "version": delta_version(spark, str(tmp_path / "emb"))}
 
 
+def test_job_output_matches_the_local_reference_on_an_undirected_unweighted_graph(spark, good_run):
+    # given the job's run (no --weight-col: every edge weighs 1, duplicates add up; standardised)
+    pdf = good_run["pdf"]
+    cfg = FastRPConfig(dim=12, iteration_weights=[0.0, 1.0, 2.0], normalization_strength=-0.5, standardize=True,
+                       sparsity=2.0)
+    nodes, expected = fr.embed_edge_list(pdf["s"].to_numpy(), pdf["d"].to_numpy(), None, cfg)
+    # then its vectors are the reference's
+    assert _worst_difference(read_embeddings(spark, good_run["output"]), nodes, expected) < TOLERANCE
+
+
 def test_job_writes_node_and_embedding_columns_and_a_run_record(spark, good_run):
     # then the output has one float array of length dim per node, keeping the ids' type
     emb = good_run["output"]
     out = spark.read.format("delta").load(str(emb))
     assert [(f.name, f.dataType.simpleString()) for f in out.schema.fields] == [("node", "bigint"), ("embedding", "array<float>")]
     nodes = set(good_run["pdf"]["s"]) | set(good_run["pdf"]["d"])
-    assert out.count() == len(nodes) and {len(r.embedding) for r in out.collect()} == {4}
-    # and the commit and the run table record parameters, input and output versions
+    assert out.count() == len(nodes) and {len(r.embedding) for r in out.collect()} == {12}
+    # and the commit and the run table record parameters, layout, input and output versions
     meta = json.loads(spark.sql(f"DESCRIBE HISTORY delta.`{emb}`").head()["userMetadata"])
-    assert meta["params"]["dim"] == 4 and meta["input_version"] == 0
+    assert meta["params"]["dim"] == 12 and meta["input_version"] == 0 and meta["num_blocks"] == 3
+    assert set(meta["seconds_by_phase"]) >= {"edge_blocks", "iteration_1", "iteration_3"}
     record = spark.read.format("delta").load(runs_path(str(emb))).head()
     assert record["output_version"] == good_run["version"] and record["input_version"] == 0
-    assert json.loads(record["params"])["iteration_weights"] == [1.0, 2.0]
+    assert json.loads(record["params"])["iteration_weights"] == [0.0, 1.0, 2.0]
 
 
 def test_local_engine_through_the_job_gives_the_spark_engines_vectors(spark, tmp_path, good_run):
@@ -138,6 +155,7 @@ def test_estimate_prints_volumes_and_writes_nothing(tmp_path, good_run, capsys):
     assert run(good_run["main"], good_run["flags"] + ["--estimate", "--output", str(tmp_path / "never")]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["num_edges"] == len(good_run["pdf"]) and report["shuffle_bytes_total"] > 0
+    assert report["num_blocks"] == 3
     assert not (tmp_path / "never").exists()
 
 
@@ -148,8 +166,8 @@ def _bad_table(spark, tmp_path, pdf):
 BAD_INPUTS = {
     "missing column": (lambda pdf: pdf.drop(columns=["d"]), [], "'d'"),
     "null id": (lambda pdf: pdf.assign(s=pdf["s"].astype("Int64").mask(pdf.index == 2)), [], "null id in column 's'"),
-    "negative weight": (lambda pdf: pdf.assign(w=pdf["w"].mask(pdf.index == 1, -1.0)), [], "'w'"),
-    "NaN weight": (lambda pdf: pdf.assign(w=pdf["w"].mask(pdf.index == 1, np.nan)), [], "'w'"),
+    "negative weight": (lambda pdf: pdf.assign(w=pdf["w"].mask(pdf.index == 1, -1.0)), ["--weight-col", "w"], "'w'"),
+    "NaN weight": (lambda pdf: pdf.assign(w=pdf["w"].mask(pdf.index == 1, np.nan)), ["--weight-col", "w"], "'w'"),
     "empty table": (lambda pdf: pdf.iloc[:0], [], "no rows"),
     "dim < 1": (lambda pdf: pdf, ["--dim", "0"], "fastrp.dim"),
     "weights/iterations mismatch": (lambda pdf: pdf, ["--iterations", "3"], "fastrp.iterations"),

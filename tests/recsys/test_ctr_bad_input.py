@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pyarrow as pa
 import pytest
 
 from ctr_tables import VOCAB, make_encoded, make_vocab, train_config, write_delta
@@ -78,7 +77,9 @@ def test_the_job_exits_2_and_names_the_column(tmp_path, vocab, capsys):
     main = train_job_main()
 
     path = write_delta(tmp_path / "enc", make_encoded(20, label=[0, 3] * 10))
-    code = run(main, ["--input", path, "--vocab", vocab, "--metrics-out", str(tmp_path / "m.json")])
+    (tmp_path / "empty.yaml").write_text("{}\n")
+    code = run(main, ["--config", str(tmp_path / "empty.yaml"), "--input", path, "--vocab", vocab,
+                      "--metrics-out", str(tmp_path / "m.json")])
     assert code == 2
     assert "column 'label' must be 0 or 1" in capsys.readouterr().err
     assert not (tmp_path / "m.json").exists()

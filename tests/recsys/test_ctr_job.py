@@ -16,8 +16,11 @@ KEYS = {"test_auc", "test_logloss", "embedding_params", "examples_per_second", "
 def _run(tiny_tables, tmp_path, *flags):
     encoded, vocab = tiny_tables
     out = tmp_path / "metrics.json"
-    code = run(train_job_main(), ["--input", encoded, "--vocab", vocab, "--metrics-out", str(out),
-                                  "--batch-size", "32", "--embedding-dim", "8", "--no-progress", *flags])
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "empty.yaml").write_text("{}\n")  # defaults in code only: no data/ paths from conf/local.yaml
+    code = run(train_job_main(), ["--config", str(tmp_path / "empty.yaml"), "--input", encoded, "--vocab", vocab,
+                                  "--metrics-out", str(out), "--batch-size", "32", "--embedding-dim", "8",
+                                  "--no-progress", *flags])
     return code, (json.loads(out.read_text()) if out.exists() else None)
 
 

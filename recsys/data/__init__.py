@@ -1,0 +1,1 @@
+"""Delta -> (dense tensor, KeyedJaggedTensor) batches; pure functions for hashing and splits."""
