@@ -101,10 +101,13 @@ def generate_rows(cfg: SynthConfig, model: HiddenModel, event_ids: np.ndarray) -
     logit = np.full(n, model.bias)
     for d in range(cfg.num_dense):
         counts = np.floor(rng.lognormal(mean=1.0 + 0.3 * d, sigma=1.0, size=n))
+        missing = rng.random(n) < 0.1 + 0.05 * d  # missing values, like Criteo's blanks
         z = (np.log1p(counts) - (1.0 + 0.3 * d)) / 1.0
-        logit += model.dense_weights[d] * z
+        # The label may depend only on what the log shows, so p_true stays the best possible
+        # prediction: a missing value contributes nothing.
+        logit += np.where(missing, 0.0, model.dense_weights[d] * z)
         values = counts.astype(float)
-        values[rng.random(n) < 0.1 + 0.05 * d] = np.nan  # missing values, like Criteo's blanks
+        values[missing] = np.nan
         out[f"I{d + 1}"] = values
 
     users = zipf_ranks(rng, 0.8, n, cfg.num_users)
@@ -119,9 +122,10 @@ def generate_rows(cfg: SynthConfig, model: HiddenModel, event_ids: np.ndarray) -
 
     for f in range(cfg.num_categorical - 2):
         ranks = zipf_ranks(rng, cfg.zipf_exponent, n, cfg.cardinality)
-        logit += model.field_weights[f, ranks]
+        missing = rng.random(n) < 0.03
+        logit += np.where(missing, 0.0, model.field_weights[f, ranks])
         values = np.char.add(f"c{f + 3}_", np.char.mod("%x", ranks * 2654435761 % 2**32)).astype(object)
-        values[rng.random(n) < 0.03] = None
+        values[missing] = None
         out[f"C{f + 3}"] = values
 
     lengths = rng.integers(1, 5, n)
