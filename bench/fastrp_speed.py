@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--driver-memory", default="8g")
-    parser.add_argument("--block-size", type=int, default=131_072)
+    parser.add_argument("--block-size", type=int, default=None, help="nodes per block (default: the engine's, by N and D)")
+    parser.add_argument("--checkpoint", choices=["reliable", "local"], default="reliable")
     parser.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir)")
     parser.add_argument("--out", default="bench/results/fastrp_speed.json")
     parser.add_argument("--plot", default=None, help="PNG path (default: --out with .png)")
@@ -100,11 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     from embeddings.fastrp_spark import run_fastrp
     from embeddings.spark import build_spark
 
+    load_at_start = os.getloadavg()
     memory = PeakMemory()
     scratch = tempfile.TemporaryDirectory(prefix="fastrp_speed_", dir=args.workdir)
     work = Path(scratch.name)
     spark = build_spark(SparkConfig(master=args.master, shuffle_partitions=4, driver_memory=args.driver_memory,
-                                    checkpoint_dir=str(work / "ckpt")))
+                                    checkpoint_dir=str(work / "ckpt"),
+                                    conf={"spark.python.worker.memory": "2g"}))  # sort buffer before spilling
     results = []
     for m in sizes:
         edges = power_law_edges(m, seed=m)
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         del edges
         cfg = FastRPConfig(edges=str(path), edges_format="parquet", output=str(work / f"emb_{m}"), dim=args.dim,
                            iteration_weights=[1.0] * args.iterations, normalization_strength=-0.5,
-                           block_size=args.block_size)
+                           block_size=args.block_size, checkpoint=args.checkpoint)
         row = {"edges": m}
         # scipy reference: arrays in memory (the Parquet read is timed apart)
         memory.start(f"local-{m}")
@@ -129,9 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         # Spark engine, end to end from the Parquet file to the Delta output
         memory.start(f"spark-{m}")
         started = time.time()
-        run_fastrp(spark, spark.read.parquet(str(path)), cfg, str(work / "ckpt"))
+        result = run_fastrp(spark, spark.read.parquet(str(path)), cfg, str(work / "ckpt"))
         row["spark_seconds"] = time.time() - started
         row["spark_peak"] = memory.stop()
+        meta = json.loads(spark.sql(f"DESCRIBE HISTORY delta.`{result.path}`").head()["userMetadata"])
+        row["spark_seconds_by_phase"] = meta["seconds_by_phase"]
+        row["num_blocks"], row["block_size"] = meta["num_blocks"], meta["block_size"]
         row["spark_edges_per_second"] = m / row["spark_seconds"]
         row["local_edges_per_second"] = m / row["local_seconds"]
         row["ratio_spark_over_local"] = row["spark_seconds"] / row["local_seconds"]
@@ -142,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     memory.close()
     scratch.cleanup()
     report = {"dim": args.dim, "iterations": args.iterations, "master": args.master, "block_size": args.block_size,
+              "checkpoint": args.checkpoint, "load_average_at_start": load_at_start,
               "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(), "results": results}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

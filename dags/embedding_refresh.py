@@ -1,10 +1,13 @@
-"""Daily embedding refresh: vocabularies -> encoded data, FastRP embeddings -> CTR training.
+"""Daily embedding refresh: vocab -> encode -> train -> promote -> score, and FastRP embeddings.
 
 Spark stages go through ``SparkSubmitOperator`` (connection ``$PIPELINE_SPARK_CONN_ID``, default
 ``spark_local``; define it, e.g. ``AIRFLOW_CONN_SPARK_LOCAL='{"conn_type": "spark", "host":
 "local[2]"}'``, or point it at yarn/k8s/spark://); training runs the trainer's own launcher.
 Each task overwrites its Delta output in one atomic commit, so re-running a logical date is
-idempotent. This file only schedules ``jobs/*.py``: it imports nothing from the project.
+idempotent (a rerun of train/promote registers one more model version; promotion is decided
+against the champion on the same test rows, so a rerun cannot demote a better champion).
+Every task logs a child run under one MLflow parent run per DAG run: set
+``PIPELINE_PARENT_RUN_ID`` in the workers' environment to group them, else each is top-level. This file only schedules ``jobs/*.py``: it imports nothing from the project.
 
 Settings come from the environment of the scheduler/workers:
 ``PIPELINE_HOME`` (the checkout; default: this file's repository), ``PIPELINE_CONFIG`` (config
@@ -49,6 +52,16 @@ def spark_job(task_id: str, job: str) -> SparkSubmitOperator:
     )
 
 
+def python_job(task_id: str, job: str) -> BashOperator:
+    """A non-Spark job (training launches its own ranks; promotion talks to MLflow)."""
+    return BashOperator(
+        task_id=task_id,
+        bash_command=" ".join([PYTHON, str(HOME / "jobs" / f"{job}.py"), *CONFIG_ARGS]),
+        cwd=str(HOME),
+        env={**os.environ, **SPARK_ENV},
+    )
+
+
 with DAG(
     dag_id="embedding_refresh",
     description=__doc__.splitlines()[0],
@@ -62,13 +75,10 @@ with DAG(
     build_vocab = spark_job("build_vocab", "build_vocab")
     encode = spark_job("encode", "encode")
     fastrp = spark_job("fastrp", "fastrp")
-    train = BashOperator(
-        task_id="train",
-        bash_command=" ".join([PYTHON, str(HOME / "jobs" / "train_ctr.py"), *CONFIG_ARGS]),
-        cwd=str(HOME),
-        env={**os.environ, **SPARK_ENV},
-    )
-    build_vocab >> encode >> train
+    train = python_job("train", "train_ctr")
+    promote = python_job("promote", "promote")  # evaluate vs the champion, move the registry aliases
+    score = spark_job("score", "score")          # batch scoring with models:/<name>@champion
+    build_vocab >> encode >> train >> promote >> score
     if SYNTHETIC:
         synth = spark_job("make_synthetic", "make_synthetic")
         synth >> [build_vocab, fastrp]

@@ -56,6 +56,12 @@ class MlflowConfig(StrictModel):
     tracking_uri: str = "sqlite:///data/mlflow.db"
     experiment: str = "graph-rec-embeddings"
     enabled: bool = True
+    # Model Registry (recsys/registry.py): promotion by aliases, never by deprecated stages.
+    registered_model: str = Field(default="ctr_model", min_length=1, description="registered model name")
+    champion_alias: str = Field(default="champion", min_length=1)
+    challenger_alias: str = Field(default="challenger", min_length=1)
+    promotion_tolerance: float = Field(
+        default=0.002, ge=0.0, description="champion moves if challenger test AUC >= champion's - this (same rows)")
 
 
 class SynthConfig(StrictModel):
@@ -192,6 +198,16 @@ class QualityConfig(StrictModel):
     probability_col: str = "probability"
 
 
+class ScoreConfig(StrictModel):
+    """Batch scoring with a registered model (jobs/score.py)."""
+
+    model: str | None = Field(default=None, description="model URI (default models:/<registered_model>@<champion_alias>)")
+    input: str | None = Field(default=None, description="raw rows to score (default encode.input)")
+    input_format: TableFormat = "delta"
+    output: str = "data/scores"
+    id_col: str | None = Field(default=None, description="id column copied to the output (default train.id_col)")
+
+
 class PipelineConfig(StrictModel):
     """The whole pipeline's configuration; each job reads the sections it needs."""
 
@@ -202,6 +218,7 @@ class PipelineConfig(StrictModel):
     encode: EncodeConfig = EncodeConfig()
     fastrp: FastRPConfig = FastRPConfig()
     train: TrainConfig = TrainConfig()
+    score: ScoreConfig = ScoreConfig()
     quality: QualityConfig = QualityConfig()
 
 

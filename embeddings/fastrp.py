@@ -397,11 +397,12 @@ def estimate_resources(num_nodes: int, num_edges: int, dim: int, iterations: int
     """Memory and shuffle volume of one run, from counts alone (like GDS's ``.estimate``).
 
     Spark engine, per iteration: every column block b sends, for every row block a it has edges
-    to, the rows of P_ab X_b that are non-zero: at most min(M', B * N) rows of D float32, where
-    B = ceil(N / block_size) (dense case; the bound). E rides along (N x D float32), and the CSR
-    edge blocks (M' x 12 bytes) are re-shuffled by column block. One task holds a column block of
-    X in float64 plus its products (about 3 x block_size x D x 8 bytes) and the reduce side holds
-    B chunks of ``chunk_rows`` x D. The driver holds counts and per-chunk column sums only.
+    to, the non-empty row chunks of P_ab X_b: at most min(M', B * N) rows of D float32, where
+    B = ceil(N / block_size) (the bound is reached on dense or hash-spread graphs). P and E never
+    move: they stay partitioned by block. X_k and E_k are checkpointed (N x D float32 each). The
+    graph is shuffled once, as binary payloads (about 40 bytes per stored edge). One task holds a
+    block of X in float64 and its product with P (2 x block_size x D x 8 bytes), its share of P
+    (M' / B x 12 bytes) and a sort buffer that spills. The driver holds counts and B moment vectors.
     The local engine holds S (M' x 12 bytes x 2 for P), R/X/E/P·X (4 x N x D x 8 bytes).
 
     Returns:
@@ -409,9 +410,8 @@ def estimate_resources(num_nodes: int, num_edges: int, dim: int, iterations: int
     """
     stored = num_edges if directed else 2 * num_edges - self_loops
     blocks = max(1, math.ceil(num_nodes / block_size))
-    rows_sent = min(stored, blocks * num_nodes)
-    chunk_rows = chunk_rows_for(dim)
-    shuffle_iter = rows_sent * dim * 4 + num_nodes * dim * 4 * 2 + stored * 12
+    block_rows = min(block_size, num_nodes)
+    shuffle_iter = min(stored, blocks * num_nodes) * dim * 4
     out = {
         "num_nodes": num_nodes,
         "num_edges": num_edges,
@@ -419,21 +419,20 @@ def estimate_resources(num_nodes: int, num_edges: int, dim: int, iterations: int
         "dim": dim,
         "iterations": iterations,
         "num_blocks": blocks,
-        "chunk_rows": chunk_rows,
+        "block_size": block_rows,
         "shuffle_bytes_per_iteration": shuffle_iter,
-        "shuffle_bytes_total": shuffle_iter * iterations + stored * 24,
+        "shuffle_bytes_total": shuffle_iter * iterations + stored * 40,
         "checkpoint_bytes_per_iteration": num_nodes * dim * 4 * 2,
-        "task_memory_bytes": 3 * min(block_size, num_nodes) * dim * 8 + (stored // blocks) * 24
-                             + blocks * chunk_rows * dim * 8,
-        "driver_memory_bytes": (num_nodes // max(1, chunk_rows) + blocks + 1) * dim * 8 * 2,
+        "task_memory_bytes": 2 * block_rows * dim * 8 + (stored // blocks) * 12,
+        "driver_memory_bytes": (3 * blocks + 2) * dim * 8,
         "local_engine_memory_bytes": stored * 12 * 2 + 4 * num_nodes * dim * 8,
     }
     gib = 1 << 30
     out["summary"] = (
-        f"{num_nodes} nodes, {stored} stored edges, dim {dim}, {iterations} iterations, {blocks} blocks: "
-        f"shuffle {out['shuffle_bytes_total'] / gib:.2f} GiB total "
+        f"{num_nodes} nodes, {stored} stored edges, dim {dim}, {iterations} iterations, {blocks} blocks of "
+        f"{block_rows} nodes: shuffle {out['shuffle_bytes_total'] / gib:.2f} GiB total "
         f"({shuffle_iter / gib:.2f} GiB per iteration), checkpoints {out['checkpoint_bytes_per_iteration'] / gib:.2f} GiB "
         f"per iteration, task memory {out['task_memory_bytes'] / gib:.2f} GiB, driver "
-        f"{out['driver_memory_bytes'] / (1 << 20):.1f} MiB; local engine {out['local_engine_memory_bytes'] / gib:.2f} GiB"
+        f"{out['driver_memory_bytes'] / (1 << 20):.2f} MiB; local engine {out['local_engine_memory_bytes'] / gib:.2f} GiB"
     )
     return out

@@ -1,23 +1,29 @@
-"""FastRP on Spark: block-sparse propagation in pandas UDFs, identical output for any partitioning.
+"""FastRP on Spark: block-sparse propagation over block-partitioned RDDs, identical output for any partitioning.
 
 The maths lives in :mod:`embeddings.fastrp`; this module only moves blocks around. Layout:
 
-* nodes ``(node, block, idx)``: block = key(node) mod B, B = ceil(N / block_size); idx = rank of the
-  node id inside its block. Both depend on the ids alone, never on partitions or arrival order.
-* edge blocks ``(col_block b, row_block a, CSR of P_ab)``: built per row block a from edges sorted
-  by (i, b, j, w), so degrees and duplicate sums are computed in one fixed order.
-* state ``(block, chunk, x, e)``: X_k and the running E of ``chunk_rows`` consecutive rows of a
-  block, float32. One iteration = cogroup(P blocks, state) by column block b -> partial products
-  P_ab X_b per (row block a, chunk) -> group by (a, chunk), sum the partials sorted by b, apply the
-  per-row update. E rides along the same shuffle. Each iteration is written to parquet under the
-  run's checkpoint folder and read back, so the lineage stays one iteration long.
+* nodes ``(node, block, idx)``: block = key(node) mod B, B = ceil(N / block_size) (block_size by
+  default from N and D only: blocks of <= 256 MiB of float32 X); idx = rank of the id inside its
+  block. Both depend on the ids alone, never on partitions, cluster size or arrival order.
+* edge blocks ``(col_block b, row_block a, CSR of P_ab)``: built without joins; edges leave their
+  partitions as binary payloads per column block, get their ranks in two cogroups with the node
+  table, and each row block's CSR slices and degrees are built from edges sorted by (i, b, j, w),
+  so degrees and duplicate sums are computed in one fixed order.
+* iterations run on RDDs keyed by block and partitioned by :func:`block_partition`: P (one record
+  per column block), X_k and E_k (one record per block, float32) never move. One iteration is
+  one shuffle: the non-empty row chunks of the partial products P_ab X_b go to their row block a,
+  are sorted by (a, chunk, b) and summed in b order (so the bits do not depend on arrival order);
+  X_k and then E_k = E_{k-1} + alpha_k l2rows(X_k) are computed next to the data they need
+  (co-partitioned unions, no shuffle). Each X_k and E_k is persisted and checkpointed (reliable
+  RDD checkpoints in the run's folder by default, ``checkpoint: local`` for executor-local ones),
+  so the lineage stays one iteration long.
 
-The driver only sees counts, per-block sizes and per-chunk column sums (for standardisation).
-Node ids: string or integral (byte/short/int/long), the output keeps the input type. Duplicate
-edges add their weights; an undirected self loop counts once; nodes with no out-edges (including
-nodes whose only edges are self loops of weight 0, or sinks of a directed graph) propagate
-nothing and get sigma * l2rows(R) (zero when ``self_influence`` is 0). Nodes absent from the edge
-table are not embedded.
+The driver only sees counts, per-block sizes and one moment triple (count, mean, M2) per block
+for standardisation. Node ids: string or integral (byte/short/int/long), the output keeps the
+input type. Duplicate edges add their weights; an undirected self loop counts once; nodes with no
+out-edges (including nodes whose only edges are self loops of weight 0, or sinks of a directed
+graph) propagate nothing and get sigma * l2rows(R) (zero when ``self_influence`` is 0). Nodes
+absent from the edge table are not embedded.
 """
 
 from __future__ import annotations
@@ -45,11 +51,17 @@ log = logging.getLogger(__name__)
 ID_TYPES = (T.StringType, T.LongType, T.IntegerType, T.ShortType, T.ByteType)
 NUMERIC_TYPES = (T.DoubleType, T.FloatType, T.LongType, T.IntegerType, T.ShortType, T.ByteType, T.DecimalType)
 STORE = np.float32  # dtype of X, E and partial products between stages
+ARROW_BATCH = "spark.sql.execution.arrow.maxRecordsPerBatch"
+EDGE_BATCH_ROWS = 262_144  # edges per Arrow batch while the run lasts (about 6 MiB of long ids and weights)
 
 EDGE_BLOCK_SCHEMA = T.StructType([
     T.StructField("b", T.IntegerType()), T.StructField("a", T.IntegerType()),
     T.StructField("indptr", T.BinaryType()), T.StructField("indices", T.BinaryType()),
     T.StructField("data", T.BinaryType()),
+])
+EDGE_PAYLOAD_SCHEMA = T.StructType([
+    T.StructField("b", T.IntegerType()), T.StructField("src", T.BinaryType()), T.StructField("dst", T.BinaryType()),
+    T.StructField("w", T.BinaryType()),
 ])
 PAYLOAD_SCHEMA = T.StructType([
     T.StructField("a", T.IntegerType()), T.StructField("b", T.IntegerType()), T.StructField("src", T.BinaryType()),
@@ -182,34 +194,41 @@ def edge_blocks(edges: DataFrame, nodes: DataFrame, directed: bool, block_sizes:
                 num_blocks: int) -> DataFrame:
     """CSR blocks of P = D^-1 S keyed by (col block b, row block a); b = -1 rows carry the degrees of a.
 
-    Two cogroups with the node table and no joins: first by the column block b (each edge's dst
-    gets its rank j in b, the edges leave as one binary payload per (a, b)), then by the row block a
+    No joins and no per-edge rows in any shuffle: each batch of edges leaves its partition as one
+    binary payload per column block b; a cogroup with the node table by b gives each dst its rank j
+    (payloads per (a, b) leave), a second one by the row block a
     (src gets its rank i; the CSR slices and degrees are built from edges sorted by (i, b, j, w),
     so sums never depend on arrival order).
     """
-    if not directed:  # each non-loop edge also reversed; a self loop is stored once
-        edges = edges.union(edges.where(F.col("src") != F.col("dst"))
-                            .select(F.col("dst").alias("src"), F.col("src").alias("dst"), "weight"))
-    keyed_schema = T.StructType(edges.schema.fields + [T.StructField("b", T.IntegerType())])
-
-    def add_col_block(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def to_col_blocks(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        """Map side: this batch's edges (plus reversed ones if undirected) as one payload per column block."""
         for pdf in batches:
-            yield pdf.assign(b=(fr.node_keys(pdf["dst"]) % np.uint64(num_blocks)).astype(np.int32))
+            src, dst, w = pdf["src"].to_numpy(), pdf["dst"].to_numpy(), pdf["weight"].to_numpy(dtype=np.float64)
+            if not directed:  # each non-loop edge also reversed; a self loop is stored once
+                off = src != dst
+                src, dst, w = np.concatenate([src, dst[off]]), np.concatenate([dst, src[off]]), np.concatenate([w, w[off]])
+            b = (fr.node_keys(dst) % np.uint64(num_blocks)).astype(np.int64)
+            rows = []
+            for col_block in np.unique(b).tolist():
+                sel = b == col_block
+                rows.append((col_block, pickle.dumps(src[sel]), pickle.dumps(dst[sel]), w[sel].tobytes()))
+            yield pd.DataFrame(rows, columns=["b", "src", "dst", "w"])
 
     def col_side(edges_pdf: pd.DataFrame, nodes_pdf: pd.DataFrame) -> pd.DataFrame:
+        """Column block b: each edge's dst gets its rank j in b; one payload per row block a."""
         if len(edges_pdf) == 0:
             return pd.DataFrame(columns=["a", "b", "src", "j", "w"])
         b = int(edges_pdf["b"].iloc[0])
         ids = nodes_pdf.sort_values("idx")["node"].to_numpy()
-        dst = edges_pdf["dst"].to_numpy()
+        src = np.concatenate([pickle.loads(x) for x in edges_pdf["src"]])
+        dst = np.concatenate([pickle.loads(x) for x in edges_pdf["dst"]])
+        w = np.concatenate([np.frombuffer(x, dtype=np.float64) for x in edges_pdf["w"]])
         j = np.searchsorted(ids, dst).astype(np.int32)  # rank of dst in block b
-        src = edges_pdf["src"].to_numpy()
         a = (fr.node_keys(src) % np.uint64(num_blocks)).astype(np.int64)
-        w = edges_pdf["weight"].to_numpy(dtype=np.float64)
         rows = []
-        for row_block in np.unique(a):
+        for row_block in np.unique(a).tolist():
             sel = a == row_block
-            rows.append((int(row_block), b, pickle.dumps(src[sel]), j[sel].tobytes(), w[sel].tobytes()))
+            rows.append((row_block, b, pickle.dumps(src[sel]), j[sel].tobytes(), w[sel].tobytes()))
         return pd.DataFrame(rows, columns=["a", "b", "src", "j", "w"])
 
     def row_side(pay_pdf: pd.DataFrame, nodes_pdf: pd.DataFrame) -> pd.DataFrame:
@@ -242,7 +261,7 @@ def edge_blocks(edges: DataFrame, nodes: DataFrame, directed: bool, block_sizes:
                          p.data.astype(np.float64).tobytes()))
         return pd.DataFrame(rows, columns=["b", "a", "indptr", "indices", "data"])
 
-    by_b = edges.mapInPandas(add_col_block, keyed_schema)
+    by_b = edges.mapInPandas(to_col_blocks, EDGE_PAYLOAD_SCHEMA)
     payloads = by_b.groupBy("b").cogroup(nodes.groupBy("block")).applyInPandas(col_side, PAYLOAD_SCHEMA)
     return payloads.groupBy("a").cogroup(nodes.groupBy("block")).applyInPandas(row_side, EDGE_BLOCK_SCHEMA)
 
@@ -471,8 +490,8 @@ class _Checkpoints:
             self.sc.setCheckpointDir(f"{work.path}/rdd")
 
     def materialize(self, rdd):
+        rdd.persist(StorageLevel.MEMORY_AND_DISK)  # also stops PySpark from fusing later maps into this lineage
         if self.mode == "reliable":
-            rdd.persist(StorageLevel.MEMORY_AND_DISK)
             rdd.checkpoint()
         else:
             rdd.localCheckpoint()
@@ -517,15 +536,14 @@ def fastrp_spark(spark: SparkSession, edges: DataFrame, cfg, checkpoint_dir: str
     p = p_rdd(blocks.where(F.col("b") >= 0), num_partitions, block_sizes)
     p.persist(StorageLevel.MEMORY_AND_DISK)
     init = initial_state(nodes, blocks.where(F.col("b") < 0), params, block_sizes, chunk_rows)
-    xs, es, both = initial_rdds(init, num_partitions, params.dim)
-    xs, es = checkpoints.materialize(xs), checkpoints.materialize(es)
-    both.unpersist()
+    xs, es, both = initial_rdds(init, num_partitions, params.dim)  # cached, lineage: one DataFrame stage
     clock.lap("initial_state")
     for k, weight in enumerate(params.iteration_weights, start=1):
         new_xs = checkpoints.materialize(propagate(p, xs, params, block_sizes, chunk_rows, num_partitions))
         new_es = checkpoints.materialize(accumulate(es, new_xs, weight, params.variant, num_partitions))
         checkpoints.drop(xs)
         checkpoints.drop(es)
+        both.unpersist()
         xs, es = new_xs, new_es
         clock.lap(f"iteration_{k}")
     checkpoints.drop(xs)
@@ -584,8 +602,10 @@ def run_fastrp(spark: SparkSession, raw_edges: DataFrame, cfg, checkpoint_dir: s
     id_type = edges.schema["src"].dataType
     input_version = delta_version(spark, cfg.edges) if cfg.edges_format == "delta" else None
     previous_partitions = spark.conf.get("spark.sql.shuffle.partitions")
+    previous_batch = spark.conf.get(ARROW_BATCH, "10000")
     if cfg.num_partitions:
         spark.conf.set("spark.sql.shuffle.partitions", str(cfg.num_partitions))
+    spark.conf.set(ARROW_BATCH, str(EDGE_BATCH_ROWS))  # edges leave their partitions in few, large payloads
     work, release, timings = None, [], {"validate": round(time.time() - started, 3)}
     try:
         if cfg.engine == "local":
@@ -602,6 +622,7 @@ def run_fastrp(spark: SparkSession, raw_edges: DataFrame, cfg, checkpoint_dir: s
         result = write_delta(out, cfg.output, metadata=metadata)
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", previous_partitions)
+        spark.conf.set(ARROW_BATCH, previous_batch)
         for step in release:
             step()
         if work is not None:

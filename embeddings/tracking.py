@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 PARENT_RUN_ENV = "PIPELINE_PARENT_RUN_ID"
 STAGE_TAG = "pipeline.stage"
 ERROR_TAG = "pipeline.error"
+_PARAM_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")  # characters MLflow refuses in param names
 MAX_PARAM_CHARS = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
 
 
@@ -50,7 +52,7 @@ def flatten_params(params: BaseModel | Mapping[str, Any] | None, prefix: str = "
         params = params.model_dump(mode="json")
     out: dict[str, str] = {}
     for key, value in params.items():
-        name = f"{prefix}{key}"
+        name = f"{prefix}{_PARAM_KEY_UNSAFE.sub('_', str(key))}"  # e.g. sharding_types.'*' -> sharding_types._
         if isinstance(value, Mapping) and value and all(isinstance(k, str) for k in value):
             out.update(flatten_params(value, prefix=f"{name}."))
             continue

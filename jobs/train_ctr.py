@@ -3,34 +3,50 @@
     python jobs/train_ctr.py --world-size 2 --metrics-out data/ctr_metrics.json
     torchrun --nproc-per-node 2 jobs/train_ctr.py
     python jobs/train_ctr.py --launcher spark --world-size 2   # Spark TorchDistributor
+
+The run is tracked in MLflow (child of $PIPELINE_PARENT_RUN_ID if set): metrics, training curves,
+the metrics JSON, the ShardingPlan and the Delta versions of the input and vocabulary. Its run id
+is added to the metrics JSON (``mlflow_run_id``), where jobs/promote.py picks it up.
 """
 
+import os
 import sys
 
 from embeddings.cli import run
 from embeddings.config import load_config
 from embeddings.io import InputError
+from embeddings.tracking import mlflow_run
 from recsys.errors import InputDataError
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = load_config(argv, section="train", description=__doc__)
-    try:
-        if cfg.train.launcher == "spark":
-            from embeddings.spark import spark_session
-            from recsys.launch_spark import train_on_spark
+    tracked = cfg.mlflow.model_copy(update={"enabled": cfg.mlflow.enabled and os.environ.get("RANK", "0") == "0"})
+    with mlflow_run(tracked, "train", params=cfg.train) as mlrun:
+        try:
+            if cfg.train.launcher == "spark":
+                from embeddings.spark import spark_session
+                from recsys.launch_spark import train_on_spark
 
-            with spark_session(cfg.spark):
-                metrics = train_on_spark(cfg.train)
-        else:
-            from recsys.train import run_training
+                with spark_session(cfg.spark):
+                    metrics = train_on_spark(cfg.train)
+            else:
+                from recsys.train import run_training
 
-            metrics = run_training(cfg.train)
-    except InputDataError as exc:  # recsys stays pyspark-free; the CLI maps InputError to exit code 2
-        raise InputError(str(exc)) from None
+                metrics = run_training(cfg.train)
+        except InputDataError as exc:  # recsys stays pyspark-free; the CLI maps InputError to exit code 2
+            raise InputError(str(exc)) from None
+        if metrics is not None and mlrun is not None:
+            from recsys.registry import log_training_run
+            from recsys.train import write_json
+
+            metrics["mlflow_run_id"] = mlrun.info.run_id
+            if cfg.train.metrics_out:
+                write_json(cfg.train.metrics_out, metrics)
+            log_training_run(metrics, cfg.train)
     if metrics is not None:
         print(f"test_auc={metrics['test_auc']} test_logloss={metrics['test_logloss']} "
-              f"embedding_params={metrics['embedding_params']} examples/s={metrics['examples_per_second']:.0f}")
+              f"embedding_params={metrics['embedding_params']} examples/s={metrics['examples_per_second'] or 0:.0f}")
     return 0
 
 

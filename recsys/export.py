@@ -75,8 +75,14 @@ def load_exported(path: str) -> ExportedCTRModel:
     if payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} model file (format {payload.get('format')!r})")
     cfg = TrainConfig.model_validate(payload["config"])
-    layout = EmbeddingLayout.from_dict(payload["layout"])
     spec = FeatureSpec.from_dict(payload["spec"])
-    model = build_model(cfg, layout, spec.num_dense_inputs, "cpu")
+    if "remaps" in payload["layout"]:  # OptEmbed: smaller tables + the vocabulary remap that travels with them
+        from recsys.modules.optembed import PrunedLayout, build_optembed_model
+
+        layout = PrunedLayout.from_dict(payload["layout"])
+        model = build_optembed_model(cfg, layout, spec.num_dense_inputs, "cpu", supernet=False)
+    else:
+        layout = EmbeddingLayout.from_dict(payload["layout"])
+        model = build_model(cfg, layout, spec.num_dense_inputs, "cpu")
     model.load_state_dict(payload["state_dict"])
     return ExportedCTRModel(cfg, layout, spec, model)

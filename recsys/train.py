@@ -104,24 +104,37 @@ class CTRTrainer:
 
     def setup(self, data: dict[str, EncodedRows] | None = None, split_record: dict | None = None) -> "CTRTrainer":
         cfg = self.cfg
-        self.layout_ = make_run_layout(cfg, self.summary)
+        self.layout_ = self._make_layout()
         if data is None:
             data, split_record = load_rank_data(cfg, self.summary, self.layout_, self.rank, self.world_size)
         self.data_, self.split_record_ = data, split_record or {}
         spec = self.summary.spec
-        plain = build_model(cfg, self.layout_, spec.num_dense_inputs, "cpu", seed=cfg.seed)
-        meta = build_model(cfg, self.layout_, spec.num_dense_inputs, "meta")
+        plain = self._build_model("cpu", seed=cfg.seed)
+        meta = self._build_model("meta")
         attach_embedding_optimizer(meta, cfg.embedding_optimizer, cfg.embedding_lr)
         constraints = sharding_constraints([t.name for t in self.layout_.tables], cfg.sharding_types, cfg.device)
         self.model_, self.plan_ = shard_model(meta, world_size=self.world_size, device=self.device,
                                               constraints=constraints, batch_size=cfg.batch_size)
-        load_full_state_dict(self.model_, plain.state_dict())
+        load_full_state_dict(self.model_, self._initial_state(plain))
         del plain
         self.optimizer_ = self._optimizer()
         self.progress_ = {"epoch": 0, "step_in_epoch": 0, "global_step": 0}
         if self.rank == 0:
             log.info("sharding plan:\n%s", self.plan_)
         return self
+
+    # Hooks a variant trainer (e.g. recsys.optembed_train) overrides: layout, model, initial weights, loss.
+    def _make_layout(self) -> EmbeddingLayout:
+        return make_run_layout(self.cfg, self.summary)
+
+    def _build_model(self, device: str, seed: int | None = None) -> nn.Module:
+        return build_model(self.cfg, self.layout_, self.summary.spec.num_dense_inputs, device, seed=seed)
+
+    def _initial_state(self, plain: nn.Module) -> dict[str, torch.Tensor]:
+        return plain.state_dict()
+
+    def _loss(self, logits: torch.Tensor, batch, loss_fn) -> torch.Tensor:
+        return loss_fn(logits, batch.labels)
 
     def _optimizer(self):
         from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
@@ -161,7 +174,7 @@ class CTRTrainer:
             while p["step_in_epoch"] < steps and (max_steps is None or p["global_step"] < max_steps):
                 batch = make_batch(self.data_["train"], batches[p["step_in_epoch"]]).to(self.device)
                 logits = self.model_(batch.dense, batch.sparse)
-                loss = loss_fn(logits, batch.labels)
+                loss = self._loss(logits, batch, loss_fn)
                 self.optimizer_.zero_grad()
                 loss.backward()
                 self.optimizer_.step()
@@ -265,6 +278,10 @@ def train_rank(cfg: TrainConfig, summary: InputSummary) -> dict | None:
     """The whole run on one rank (environment set by a launcher); rank 0 returns and writes the metrics."""
     backend = resolve_backend(cfg.backend, cfg.device)
     torch.set_num_threads(cfg.num_threads or int(os.environ.get("OMP_NUM_THREADS", 1)))
+    if cfg.optembed.enabled:
+        from recsys.optembed_train import optembed_rank
+
+        return optembed_rank(cfg, summary, backend)
     with process_group(backend, cfg.device) as (rank, world, device):
         trainer = CTRTrainer(cfg, summary, rank=rank, world_size=world, device=device).setup()
         resumed = cfg.resume and trainer.restore()
@@ -289,6 +306,7 @@ def train_rank(cfg: TrainConfig, summary: InputSummary) -> dict | None:
             "examples_per_second": result["examples_per_second"],
             "train_seconds": result["seconds"], "wall_seconds": time.perf_counter() - started,
             "steps": trainer.progress_["global_step"], "final_loss": result["losses"][-1] if result["losses"] else None,
+            "loss_history": result["losses"],  # rank 0's training loss per step of this run (training curves)
             "layout": layout.kind, "layout_config": cfg.layout.model_dump(),
             "tables": {t.name: [t.num_embeddings, t.embedding_dim] for t in layout.tables},
             "feature_widths": layout.feature_widths, "model": cfg.model.kind,

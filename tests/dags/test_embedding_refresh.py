@@ -17,15 +17,18 @@ def airflow_env(tmp_path):
     data = tmp_path / "data"
     overrides = [
         "--set", "synth.num_rows=2000", "--set", "synth.num_partitions=2",
-        "--set", "spark.shuffle_partitions=2", "--set", f"spark.checkpoint_dir={data / 'ckpt'}",
+        "--set", "spark.shuffle_partitions=2", "--set", "train.epochs=1", "--set", "train.embedding_dim=4", "--set", f"spark.checkpoint_dir={data / 'ckpt'}",
         "--set", f"mlflow.tracking_uri=sqlite:///{data / 'mlflow.db'}",
     ]
     for key in ("synth.output", "vocab.input", "encode.input"):
         overrides += ["--set", f"{key}={data / 'raw/clicks'}"]
     for key in ("synth.edges_output", "fastrp.edges"):
         overrides += ["--set", f"{key}={data / 'raw/edges'}"]
-    for key, path in {"synth.oracle_output": "raw/oracle", "vocab.output": "vocab", "encode.vocab": "vocab",
-                      "encode.output": "encoded", "fastrp.output": "fastrp"}.items():
+    for key, path in {"synth.oracle_output": "raw/oracle", "train.oracle": "raw/oracle", "vocab.output": "vocab",
+                      "encode.vocab": "vocab", "encode.output": "encoded", "train.vocab": "vocab",
+                      "train.input": "encoded", "fastrp.output": "fastrp", "train.metrics_out": "ctr/metrics.json",
+                      "train.export_path": "ctr/model.pt", "train.checkpoint_dir": "ctr/ckpt",
+                      "score.output": "scores", "quality.output": "quality"}.items():
         overrides += ["--set", f"{key}={data / path}"]
     env = {
         **os.environ,
@@ -46,11 +49,11 @@ def airflow_env(tmp_path):
 def test_dagbag_has_no_import_errors(airflow_env, monkeypatch):
     env, _ = airflow_env
     code = ("from airflow.models.dagbag import DagBag; b = DagBag(include_examples=False); "
-            "assert not b.import_errors, b.import_errors; d = b.get_dag('embedding_refresh'); "
+            "assert not b.import_errors, b.import_errors; d = b.dags['embedding_refresh']; "
             "print(sorted(t.task_id for t in d.tasks), d.catchup)")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "'build_vocab', 'encode', 'fastrp', 'make_synthetic', 'train'] False" in done.stdout
+    assert "'build_vocab', 'encode', 'fastrp', 'make_synthetic', 'promote', 'score', 'train'] False" in done.stdout
 
 
 @pytest.mark.slow
@@ -62,5 +65,5 @@ def test_dag_runs_end_to_end_on_tiny_synthetic_data(airflow_env):
     done = subprocess.run([airflow, "dags", "test", "embedding_refresh", "2026-01-02"], env=env,
                           capture_output=True, text=True, timeout=1500, cwd=REPO)
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
-    for table in ("raw/clicks", "vocab", "encoded", "fastrp"):
+    for table in ("raw/clicks", "vocab", "encoded", "fastrp", "scores"):
         assert (data / table / "_delta_log").is_dir(), table

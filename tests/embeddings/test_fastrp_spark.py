@@ -107,7 +107,7 @@ def good_run(spark, tmp_path_factory):
     edges = write_edges(spark, pdf, tmp_path / "edges")
     flags = ["--master", "local[2]", "--set", "spark.shuffle_partitions=2",
              "--set", f"spark.checkpoint_dir={tmp_path / 'checkpoints'}", "--edges", edges, "--src-col", "s",
-             "--dst-col", "d", "--output", str(tmp_path / "emb")] + UNDIRECTED_FLAGS
+             "--dst-col", "d", "--set", "fastrp.weight_col=null", "--output", str(tmp_path / "emb")] + UNDIRECTED_FLAGS
     spec = importlib.util.spec_from_file_location("fastrp_job", JOB)
     job = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(job)
@@ -170,7 +170,7 @@ BAD_INPUTS = {
     "NaN weight": (lambda pdf: pdf.assign(w=pdf["w"].mask(pdf.index == 1, np.nan)), ["--weight-col", "w"], "'w'"),
     "empty table": (lambda pdf: pdf.iloc[:0], [], "no rows"),
     "dim < 1": (lambda pdf: pdf, ["--dim", "0"], "fastrp.dim"),
-    "weights/iterations mismatch": (lambda pdf: pdf, ["--iterations", "3"], "fastrp.iterations"),
+    "weights/iterations mismatch": (lambda pdf: pdf, ["--iterations", "2"], "fastrp.iterations"),
 }
 
 

@@ -20,7 +20,8 @@ def _run(tiny_tables, tmp_path, *flags):
     (tmp_path / "empty.yaml").write_text("{}\n")  # defaults in code only: no data/ paths from conf/local.yaml
     code = run(train_job_main(), ["--config", str(tmp_path / "empty.yaml"), "--input", encoded, "--vocab", vocab,
                                   "--metrics-out", str(out), "--batch-size", "32", "--embedding-dim", "8",
-                                  "--no-progress", *flags])
+                                  "--no-progress", "--set", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                                  *flags])
     return code, (json.loads(out.read_text()) if out.exists() else None)
 
 
