@@ -11,14 +11,13 @@ Columns of the click log (``F`` categorical fields, ``n`` dense fields)::
 ``C1`` is the user, ``C2`` the item (users mostly click items of their own community, so the
 interaction graph has structure FastRP can find); ``C3..`` are Zipf-distributed categorical
 values; the last ``num_noise_fields`` of them carry no signal at all (a known right answer for
-pruning). Run as ``python -m embeddings.synth`` or through ``jobs/make_synthetic.py``.
+pruning). Run it through ``jobs/make_synthetic.py`` (the stage is ``embeddings.stages.run_synth``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -184,24 +183,3 @@ def best_auc(spark, oracle) -> float:
 
     scored = oracle.selectExpr("cast(label as double) as label", "p_true as rawPrediction")
     return float(BinaryClassificationEvaluator(metricName="areaUnderROC").evaluate(scored))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m embeddings.synth``: the same as ``jobs/make_synthetic.py``."""
-    from embeddings.config import load_config
-    from embeddings.spark import spark_session
-    from embeddings.stages import run_synth
-
-    cfg = load_config(argv, section="synth", description=main.__doc__)
-    with spark_session(cfg.spark) as spark:
-        out = run_synth(spark, cfg)
-    c, e = out["clicks"], out["edges"]
-    print(f"click log: {c.path} ({c.num_rows} rows, Delta v{c.version}); best possible AUC {out['best_auc']:.4f}")
-    print(f"edges: {e.path} ({e.num_rows} edges, Delta v{e.version}); oracle: {out['oracle'].path}")
-    return 0
-
-
-if __name__ == "__main__":
-    from embeddings.cli import run
-
-    sys.exit(run(main))
