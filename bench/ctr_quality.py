@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,7 +60,7 @@ def ensure_criteo(root: Path, csv: Path) -> dict[str, str]:
 
 
 def train(name: str, out_dir: Path, flags: list[str]) -> dict:
-    metrics = out_dir / f"{name}.json"
+    metrics = out_dir / f"{name}.{os.getpid()}.json"  # parallel bench runs must not read each other's metrics
     # no checkpoints/export from conf/local.yaml in benchmarks: each run starts fresh and writes only metrics
     sh([PY, "jobs/train_ctr.py", "--metrics-out", str(metrics), "--no-progress", "--set", "train.checkpoint_dir=null",
         "--set", "train.export_path=null", "--set", "train.oracle=null", *flags])
