@@ -90,18 +90,27 @@ def build_model(cfg, layout: EmbeddingLayout, num_dense_inputs: int, device: tor
 
     The seed is used inside ``torch.random.fork_rng``, so the caller's global RNG is untouched.
     """
+    return seeded_build(CTRModel, cfg, layout, num_dense_inputs, device, seed, key_dims=layout.key_dims)
+
+
+def seeded_build(model_cls, cfg, layout: EmbeddingLayout, num_dense_inputs: int, device: torch.device | str,
+                 seed: int | None, **extra):
+    """Build ``model_cls`` (a CTRModel) from ``cfg.model`` and ``layout``: tables first, then dense layers.
+
+    Weights are drawn from ``seed`` inside ``torch.random.fork_rng`` (the caller's RNG is untouched),
+    so two models built from the same seed start from identical weights.
+    """
     device = torch.device(device)
+    m = cfg.model
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
         with device:
             ebc = EmbeddingBagCollection(tables=layout.table_configs(), device=device)
-            m = cfg.model
-            model = CTRModel(ebc=ebc, keys=list(layout.keys), embedding_dim=layout.embedding_dim,
+            return model_cls(ebc=ebc, keys=list(layout.keys), embedding_dim=layout.embedding_dim,
                              num_dense_inputs=num_dense_inputs, interaction=m.kind, dense_arch=m.dense_arch,
                              over_arch=m.over_arch, cross_layers=getattr(m, "cross_layers", 2),
-                             cross_rank=getattr(m, "cross_rank", 16), key_dims=layout.key_dims)
-    return model
+                             cross_rank=getattr(m, "cross_rank", 16), **extra)
 
 
 class PlainEmbeddingBags(nn.Module):

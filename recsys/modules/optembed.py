@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from recsys.modules.ctr import CTRModel, pairwise_dots
+from recsys.modules.ctr import CTRModel, pairwise_dots, seeded_build
 from recsys.modules.layouts import EmbeddingLayout, KeySource, TableSpec
 from recsys.optembed import BinaryStep, prefix_masks, row_norms
 
@@ -163,21 +163,8 @@ def build_optembed_model(cfg, layout: EmbeddingLayout, num_dense_inputs: int, de
     The dense layers are drawn after the tables from the same seed, so a supernet and its
     retrained model built from the same seed start from identical dense weights.
     """
-    from torchrec.modules.embedding_modules import EmbeddingBagCollection
-
-    device = torch.device(device)
     oe = cfg.optembed
     widths = [t.embedding_dim for t in layout.tables] if isinstance(layout, PrunedLayout) else None
-    with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(seed)
-        with device:
-            ebc = EmbeddingBagCollection(tables=layout.table_configs(), device=device)
-            m = cfg.model
-            model = OptEmbedCTRModel(
-                supernet=supernet, prune_keys=prune_keys or [False] * len(layout.keys), row_pruning=oe.row_pruning,
-                dim_search=oe.dim_search, table_widths=widths, ebc=ebc, keys=list(layout.keys),
-                embedding_dim=layout.embedding_dim, num_dense_inputs=num_dense_inputs, interaction=m.kind,
-                dense_arch=m.dense_arch, over_arch=m.over_arch, cross_layers=getattr(m, "cross_layers", 2),
-                cross_rank=getattr(m, "cross_rank", 16))
-    return model
+    return seeded_build(OptEmbedCTRModel, cfg, layout, num_dense_inputs, device, seed, supernet=supernet,
+                         prune_keys=prune_keys or [False] * len(layout.keys), row_pruning=oe.row_pruning,
+                         dim_search=oe.dim_search, table_widths=widths)
