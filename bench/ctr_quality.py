@@ -1,13 +1,16 @@
 """CTR quality: test AUC vs the synthetic generator's best possible AUC, plus a Criteo-format run.
 
-    python bench/ctr_quality.py --num-rows 400000 --out bench/results/ctr_quality.json
-    python bench/ctr_quality.py --skip-synthetic            # only the Criteo-format check
+    OMP_NUM_THREADS=1 python bench/ctr_quality.py                     # 400k, 2M and 5M rows (learning curve)
+    OMP_NUM_THREADS=1 python bench/ctr_quality.py --num-rows 400000   # one size, quick
+    python bench/ctr_quality.py --skip-synthetic                      # only the Criteo-format check
 
 Synthetic: the lead's jobs make the click log (with its oracle), the vocabulary and the encoded
 table; then jobs/train_ctr.py trains each variant and reports ``test_auc`` next to
 ``oracle_test_auc`` (the AUC of the true click probabilities on exactly the same test rows).
 Goal: within 0.005 (the generator's labels depend only on what the log shows, so the oracle is
-the true ceiling). Criteo: ../shared/data/criteo_sample.txt (CSV, 200 rows) goes through the
+the true ceiling). The gap left is estimation error (tail values seen a few dozen times), so it
+shrinks with data: each size in ``--num-rows`` is one point of the learning curve (JSON + PNG),
+and the variants' headline numbers come from the largest size. Criteo: ../shared/data/criteo_sample.txt (CSV, 200 rows) goes through the
 same vocabulary -> encode -> train path as a format check (its AUC means nothing).
 """
 
@@ -73,10 +76,27 @@ VARIANTS = {
 }
 
 
+def plot_curve(curve: list[dict], path: Path) -> None:
+    """Test AUC and the oracle's against training-set size, one line per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in dict.fromkeys(r["variant"] for r in curve):
+        rows = [r for r in curve if r["variant"] == name]
+        ax.semilogx([r["num_rows"] for r in rows], [r["test_auc"] for r in rows], "o-", label=f"{name} test AUC")
+    ax.semilogx([r["num_rows"] for r in curve], [r["oracle_test_auc"] for r in curve], "k--", label="oracle (best possible)")
+    ax.set_xlabel("rows generated (70% train, 10% valid, 20% test)"), ax.set_ylabel("AUC"), ax.grid(True, alpha=0.3), ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--num-rows", type=int, default=400_000)
-    p.add_argument("--data-root", default="bench/results/ctr_data")
+    p.add_argument("--num-rows", default="400000,2000000,5000000", help="synthetic sizes, comma separated")
+    p.add_argument("--data-root", default="bench/results/ctr_data_v2")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--train-flags", default="", help="extra flags for every synthetic training run")
@@ -91,18 +111,22 @@ def main(argv=None) -> int:
     if Path(args.out).is_file():  # keep earlier results of the parts skipped this time
         result.update({k: v for k, v in json.loads(Path(args.out).read_text()).items() if k != "ceiling"})
     if not args.skip_synthetic:
-        d = ensure_synthetic(root / f"synth_{args.num_rows}", args.num_rows)
-        for name in args.variants.split(","):
-            m = train(name, runs, ["--input", d["encoded"], "--vocab", d["vocab"], "--oracle", d["oracle"],
-                                   "--epochs", str(args.epochs), *VARIANTS[name], *args.train_flags.split()])
-            gap = m["oracle_test_auc"] - m["test_auc"]
-            result["synthetic"][name] = {k: m[k] for k in ("test_auc", "oracle_test_auc", "test_logloss", "valid_auc",
-                                                           "embedding_params", "examples_per_second", "steps",
-                                                           "test_rows", "layout", "model")}
-            result["synthetic"][name].update(
-                gap=gap, goal_met=gap <= 0.005, num_rows=args.num_rows, epochs=args.epochs, train_flags=args.train_flags)
-            print(name, result["synthetic"][name], flush=True)
+        result["synthetic"], result["learning_curve"] = {}, []
+        for num_rows in sorted(int(float(n)) for n in args.num_rows.split(",")):
+            d = ensure_synthetic(root / f"synth_{num_rows}", num_rows)
+            for name in args.variants.split(","):
+                m = train(name, runs, ["--input", d["encoded"], "--vocab", d["vocab"], "--oracle", d["oracle"],
+                                       "--epochs", str(args.epochs), *VARIANTS[name], *args.train_flags.split()])
+                gap = m["oracle_test_auc"] - m["test_auc"]
+                row = {k: m[k] for k in ("test_auc", "oracle_test_auc", "test_logloss", "valid_auc", "embedding_params",
+                                         "examples_per_second", "steps", "test_rows", "layout", "model")}
+                row.update(gap=gap, goal_met=gap <= 0.005, num_rows=num_rows, epochs=args.epochs,
+                           train_flags=args.train_flags)
+                result["synthetic"][name] = row  # the largest size wins (sizes run in increasing order)
+                result["learning_curve"].append({"variant": name, **row})
+                print(name, row, flush=True)
         result["num_rows"] = args.num_rows
+        plot_curve(result["learning_curve"], Path(args.out).with_suffix(".png"))
     if args.criteo and Path(args.criteo).is_file():
         d = ensure_criteo(root / "criteo_sample", Path(args.criteo))
         for world in (1, 2):

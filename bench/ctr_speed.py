@@ -94,7 +94,7 @@ def plain_model(args) -> float:
 
     cfg, layout, data = _setup(args)
     model = build_model(cfg, layout, 12, "cpu", seed=0)
-    model.ebc = PlainEmbeddingBags(layout, sparse=True)
+    model.ebc = PlainEmbeddingBags(layout, mode=cfg.pooling, sparse=True)
     emb = list(model.ebc.parameters())
     ids = {id(p) for p in emb}
     dense = [p for p in model.parameters() if id(p) not in ids]

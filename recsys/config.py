@@ -167,6 +167,8 @@ class TrainConfig(_Strict):
     # embeddings + model
     layout: LayoutConfig = VocabLayoutConfig()
     embedding_dim: PositiveInt = 16
+    pooling: Literal["sum", "mean"] = Field(
+        default="sum", description="how a bag of values (array features) pools its rows; one-value bags give the row")
     model: ModelConfig = DlrmConfig()
     max_embedding_bytes: PositiveInt | None = Field(
         default=None, description="refuse tables (weights + optimizer state) larger than this many bytes")

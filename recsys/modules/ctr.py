@@ -106,7 +106,7 @@ def seeded_build(model_cls, cfg, layout: EmbeddingLayout, num_dense_inputs: int,
         if seed is not None:
             torch.manual_seed(seed)
         with device:
-            ebc = EmbeddingBagCollection(tables=layout.table_configs(), device=device)
+            ebc = EmbeddingBagCollection(tables=layout.table_configs(cfg.pooling.upper()), device=device)
             return model_cls(ebc=ebc, keys=list(layout.keys), embedding_dim=layout.embedding_dim,
                              num_dense_inputs=num_dense_inputs, interaction=m.kind, dense_arch=m.dense_arch,
                              over_arch=m.over_arch, cross_layers=getattr(m, "cross_layers", 2),

@@ -20,7 +20,7 @@ SHARDING = {"C1": ["column_wise"], "C2": ["table_wise"], "tags": ["data_parallel
 def two_rank_checks(encoded: str, vocab: str, out_dir: str) -> None:
     """Sharded == unsharded forward, checkpoint/resume continuation, export round trip; results as JSON per rank."""
     cfg = train_config(encoded, vocab, sharding_types=SHARDING, checkpoint_dir=f"{out_dir}/ckpt", max_steps=6,
-                       layout={"kind": "vocab"})
+                       layout={"kind": "vocab"}, pooling="mean")  # conf/local.yaml's pooling
     summary = prepare(cfg)
     res: dict = {}
     with process_group("gloo", "cpu") as (rank, world, device):

@@ -1,7 +1,8 @@
 """Two gloo ranks under DistributedModelParallel: sharded == unsharded, identical resume, export round trip.
 
 One spawned 2-rank run (``ctr_workers.two_rank_checks``) does all the work; each test reads one result.
-C1 is column-wise, C2 table-wise and tags data-parallel, so three CPU sharding types are exercised.
+C1 is column-wise, C2 table-wise and tags data-parallel, so three CPU sharding types are exercised;
+bags pool by their mean (the multi-valued tags bag is where sum and mean differ).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ def test_the_plan_honours_the_per_table_sharding_types(ranks):
 
 
 def test_sharded_forward_equals_the_unsharded_model_with_the_same_weights(ranks):
-    # exact: both sum the same fp32 rows; the dense layers are identical modules
-    assert [r["forward_max_diff"] for r in ranks] == [0.0, 0.0]
+    # same fp32 rows; the fused kernel and the plain module round a bag's mean differently (~1 ulp)
+    assert max(r["forward_max_diff"] for r in ranks) < 1e-6
 
 
 def test_every_table_is_updated_by_its_fused_optimizer(ranks):

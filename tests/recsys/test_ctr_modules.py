@@ -58,3 +58,18 @@ def test_plain_embedding_bags_match_the_collection_for_the_same_weights():
     got = plain(kjt).to_dict()
     for k in layout.keys:
         np.testing.assert_allclose(got[k].detach().numpy(), want[k].detach().numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", ["sum", "mean"])
+def test_a_bag_of_values_pools_as_configured_and_one_value_is_its_row(pooling):
+    cfg = train_config("x", "y", pooling=pooling)
+    layout = make_layout(cfg.layout, list(SIZES), SIZES, cfg.embedding_dim, seed=0)
+    model = build_model(cfg, layout, 4, seed=0)
+    pooled = model.ebc(_kjt(layout.keys)).to_dict()["tags"]  # row 0: [1]; row 1: [2, 3]
+    table = model.ebc.embedding_bags["tags"].weight.detach()
+    bag = table[2] + table[3]
+    torch.testing.assert_close(pooled[0].detach(), table[1])
+    torch.testing.assert_close(pooled[1].detach(), bag / 2 if pooling == "mean" else bag)
+    plain = PlainEmbeddingBags(layout, mode=pooling)
+    plain.bags["tags"].weight.data.copy_(table)
+    torch.testing.assert_close(plain(_kjt(layout.keys)).to_dict()["tags"][1].detach(), pooled[1].detach())
