@@ -49,8 +49,7 @@ def embed_with_spark(network: sp.csr_matrix, args, workdir: Path) -> tuple[np.nd
     spark = build_spark(SparkConfig(master=args.master, shuffle_partitions=4, driver_memory="4g",
                                     checkpoint_dir=str(workdir / "ckpt")))
     cfg = FastRPConfig(edges=str(workdir / "edges.parquet"), edges_format="parquet", weight_col="weight",
-                       output=str(workdir / "emb"), dim=args.dim, iteration_weights=args.weights,
-                       normalization_strength=args.beta, standardize=True, seed=args.seed)
+                       output=str(workdir / "emb"), **fastrp_params(args, args.seed))
     started = time.time()
     result = run_fastrp(spark, spark.read.parquet(cfg.edges), cfg, str(workdir / "ckpt"))
     seconds = time.time() - started
@@ -64,6 +63,13 @@ def embed_with_spark(network: sp.csr_matrix, args, workdir: Path) -> tuple[np.nd
     diff = float(np.abs(emb[nodes] - local).max())
     return emb, {"spark_seconds": seconds, "output_version": result.version, "max_abs_diff_vs_local": diff,
                  "embedded_nodes": int(len(out))}
+
+
+def fastrp_params(args, seed: int) -> dict:
+    """The FastRP settings under test (the paper's BlogCatalog setting by default)."""
+    return {"dim": args.dim, "iteration_weights": args.weights, "normalization_strength": args.beta,
+            "standardize": args.standardize, "sparsity": args.sparsity, "self_influence": args.self_influence,
+            "seed": seed}
 
 
 def top_k_predictions(probs: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -106,8 +112,7 @@ def embed_with_local(network: sp.csr_matrix, args, seed: int) -> np.ndarray:
     from embeddings.config import FastRPConfig
 
     upper = sp.triu(network, k=0).tocoo()
-    cfg = FastRPConfig(dim=args.dim, iteration_weights=args.weights, normalization_strength=args.beta,
-                       standardize=True, seed=seed)
+    cfg = FastRPConfig(**fastrp_params(args, seed))
     nodes, emb = fr.embed_edge_list(upper.row.astype(np.int64), upper.col.astype(np.int64), upper.data, cfg)
     out = np.zeros((network.shape[0], args.dim), dtype=np.float64)
     out[nodes] = emb
@@ -133,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--weights", type=lambda s: [float(x) for x in s.split(",")], default=[1.0, 1.0, 7.81, 45.28])
     parser.add_argument("--beta", type=float, default=-0.628)
+    parser.add_argument("--sparsity", type=float, default=None, help="s (density 1/s); default sqrt(N) as in the paper")
+    parser.add_argument("--self-influence", type=float, default=0.0)
+    parser.add_argument("--no-standardize", dest="standardize", action="store_false",
+                        help="skip column standardisation (on by default, as in the paper's BlogCatalog runs)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--engine", choices=["spark", "local"], default="spark",
                         help="spark: the job's engine (default); local: the scipy reference, for cheap seed studies")
@@ -162,8 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     run = runs.get(str(seeds[0]), {}) if len(seeds) == 1 else runs
     report = {"dataset": os.path.basename(args.mat), "num_nodes": network.shape[0],
               "num_edges": int(sp.triu(network).nnz), "num_labels": labels.shape[1],
-              "params": {"dim": args.dim, "iteration_weights": args.weights, "normalization_strength": args.beta,
-                         "standardize": True, "seed": args.seed, "C": args.c, "solver": "liblinear",
+              "params": {**fastrp_params(args, args.seed), "C": args.c, "solver": "liblinear",
                          "shuffles": args.shuffles, "shuffle_seed": 42, "engine": args.engine, "master": args.master,
                          "seeds": seeds},
               "embedding": run, "seconds": time.time() - started, "scores": scores,

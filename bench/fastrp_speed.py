@@ -5,8 +5,9 @@
 
 Graph of M edges: N = M / 10 nodes, both endpoints drawn with P(node i) ~ (i + 1)^-0.8 (a
 power-law degree tail), ids permuted longs, undirected, unweighted; written to Parquet first.
-Each size runs both engines in this process: seconds (Spark: validate, index, blocks, iterations,
-Delta write; local: the same formulas on arrays already in memory, plus the Parquet read timed
+Each size runs both engines in the same run, each in a fresh child process (so a peak belongs to
+one engine alone): seconds (Spark: validate, index, blocks, iterations, Delta write, not the
+session start; local: the same formulas on arrays already in memory, plus the Parquet read timed
 apart), edges per second, and peak memory sampled every 0.1 s: the Python driver's RSS, the
 Spark JVM's RSS (driver and executor are one JVM under local[*]) and its Python workers' RSS.
 """
@@ -16,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -81,6 +84,60 @@ def power_law_edges(num_edges: int, seed: int, avg_degree: int = 10, exponent: f
     return pd.DataFrame({"src": ids[src], "dst": ids[dst]})
 
 
+def run_local(path: Path, cfg, memory: PeakMemory) -> dict:
+    """The scipy reference on arrays already in memory (the Parquet read is timed apart)."""
+    from embeddings import fastrp as fr
+
+    memory.start("local")
+    started = time.time()
+    pdf = pd.read_parquet(path)
+    row = {"local_read_seconds": time.time() - started}
+    started = time.time()
+    nodes, emb = fr.embed_edge_list(pdf["src"].to_numpy(), pdf["dst"].to_numpy(), None, cfg)
+    row["local_seconds"] = time.time() - started
+    row["nodes"] = int(len(nodes))
+    del pdf, nodes, emb
+    row["local_peak"] = memory.stop()
+    return row
+
+
+def run_spark(path: Path, cfg, memory: PeakMemory, args, work: Path) -> dict:
+    """The Spark engine end to end, from the Parquet file to the Delta output (session start not timed)."""
+    from embeddings.config import SparkConfig
+    from embeddings.fastrp_spark import run_fastrp
+    from embeddings.spark import build_spark
+
+    spark = build_spark(SparkConfig(master=args.master, shuffle_partitions=4, driver_memory=args.driver_memory,
+                                    checkpoint_dir=str(work / "ckpt")))
+    try:
+        memory.start("spark")
+        started = time.time()
+        result = run_fastrp(spark, spark.read.parquet(str(path)), cfg, str(work / "ckpt"))
+        row = {"spark_seconds": time.time() - started, "spark_peak": memory.stop()}
+        meta = json.loads(spark.sql(f"DESCRIBE HISTORY delta.`{result.path}`").head()["userMetadata"])
+    finally:
+        spark.stop()
+    row["spark_seconds_by_phase"] = meta["seconds_by_phase"]
+    row["num_blocks"], row["block_size"] = meta["num_blocks"], meta["block_size"]
+    return row
+
+
+def one_engine(args) -> int:
+    """Child mode: one engine on one graph in this fresh process; prints its row as JSON on the last line."""
+    from embeddings.config import FastRPConfig
+
+    work = Path(args.workdir)
+    path = work / f"edges_{args.child_size}.parquet"
+    cfg = FastRPConfig(edges=str(path), edges_format="parquet", output=str(work / f"emb_{args.child_size}"),
+                       dim=args.dim, iteration_weights=[1.0] * args.iterations, normalization_strength=-0.5,
+                       block_size=args.block_size, checkpoint=args.checkpoint)
+    memory = PeakMemory()
+    row = run_local(path, cfg, memory) if args.child_engine == "local" else run_spark(path, cfg, memory, args, work)
+    memory.close()
+    print(json.dumps(row), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1e5,1e6,1e7", help="edge counts, comma separated")
@@ -90,62 +147,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--driver-memory", default="8g")
     parser.add_argument("--block-size", type=int, default=None, help="nodes per block (default: the engine's, by N and D)")
     parser.add_argument("--checkpoint", choices=["reliable", "local"], default="reliable")
+    parser.add_argument("--engines", default="local,spark", help="which engines to run, comma separated")
     parser.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir)")
     parser.add_argument("--out", default="bench/results/fastrp_speed.json")
     parser.add_argument("--plot", default=None, help="PNG path (default: --out with .png)")
+    parser.add_argument("--child-engine", choices=["local", "spark"], help=argparse.SUPPRESS)
+    parser.add_argument("--child-size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child_engine:
+        return one_engine(args)
     sizes = [int(float(s)) for s in args.sizes.split(",")]
-
-    from embeddings import fastrp as fr
-    from embeddings.config import FastRPConfig, SparkConfig
-    from embeddings.fastrp_spark import run_fastrp
-    from embeddings.spark import build_spark
+    engines = args.engines.split(",")
 
     load_at_start = os.getloadavg()
-    memory = PeakMemory()
     scratch = tempfile.TemporaryDirectory(prefix="fastrp_speed_", dir=args.workdir)
     work = Path(scratch.name)
-    spark = build_spark(SparkConfig(master=args.master, shuffle_partitions=4, driver_memory=args.driver_memory,
-                                    checkpoint_dir=str(work / "ckpt"),
-                                    conf={"spark.python.worker.memory": "2g"}))  # sort buffer before spilling
+    passthrough = ["--dim", str(args.dim), "--iterations", str(args.iterations), "--master", args.master,
+                   "--driver-memory", args.driver_memory, "--checkpoint", args.checkpoint, "--workdir", str(work)]
+    if args.block_size:
+        passthrough += ["--block-size", str(args.block_size)]
     results = []
     for m in sizes:
-        edges = power_law_edges(m, seed=m)
-        path = work / f"edges_{m}.parquet"
-        edges.to_parquet(path, index=False)
-        del edges
-        cfg = FastRPConfig(edges=str(path), edges_format="parquet", output=str(work / f"emb_{m}"), dim=args.dim,
-                           iteration_weights=[1.0] * args.iterations, normalization_strength=-0.5,
-                           block_size=args.block_size, checkpoint=args.checkpoint)
+        power_law_edges(m, seed=m).to_parquet(work / f"edges_{m}.parquet", index=False)
         row = {"edges": m}
-        # scipy reference: arrays in memory (the Parquet read is timed apart)
-        memory.start(f"local-{m}")
-        started = time.time()
-        pdf = pd.read_parquet(path)
-        row["local_read_seconds"] = time.time() - started
-        started = time.time()
-        nodes, emb = fr.embed_edge_list(pdf["src"].to_numpy(), pdf["dst"].to_numpy(), None, cfg)
-        row["local_seconds"] = time.time() - started
-        row["nodes"] = int(len(nodes))
-        del pdf, nodes, emb
-        row["local_peak"] = memory.stop()
-        # Spark engine, end to end from the Parquet file to the Delta output
-        memory.start(f"spark-{m}")
-        started = time.time()
-        result = run_fastrp(spark, spark.read.parquet(str(path)), cfg, str(work / "ckpt"))
-        row["spark_seconds"] = time.time() - started
-        row["spark_peak"] = memory.stop()
-        meta = json.loads(spark.sql(f"DESCRIBE HISTORY delta.`{result.path}`").head()["userMetadata"])
-        row["spark_seconds_by_phase"] = meta["seconds_by_phase"]
-        row["num_blocks"], row["block_size"] = meta["num_blocks"], meta["block_size"]
-        row["spark_edges_per_second"] = m / row["spark_seconds"]
-        row["local_edges_per_second"] = m / row["local_seconds"]
-        row["ratio_spark_over_local"] = row["spark_seconds"] / row["local_seconds"]
-        row["ratio_spark_over_local_incl_read"] = row["spark_seconds"] / (row["local_seconds"] + row["local_read_seconds"])
+        for engine in engines:  # each engine in its own process: peak memory is that engine's alone
+            child = subprocess.run([sys.executable, __file__, *passthrough, "--child-engine", engine,
+                                    "--child-size", str(m)], check=True, capture_output=True, text=True)
+            row.update(json.loads(child.stdout.strip().splitlines()[-1]))
+        if "spark_seconds" in row:
+            row["spark_edges_per_second"] = m / row["spark_seconds"]
+        if "local_seconds" in row:
+            row["local_edges_per_second"] = m / row["local_seconds"]
+        if "spark_seconds" in row and "local_seconds" in row:
+            row["ratio_spark_over_local"] = row["spark_seconds"] / row["local_seconds"]
+            row["ratio_spark_over_local_incl_read"] = row["spark_seconds"] / (row["local_seconds"] + row["local_read_seconds"])
         results.append(row)
         print(json.dumps(row), flush=True)
-    spark.stop()
-    memory.close()
     scratch.cleanup()
     report = {"dim": args.dim, "iterations": args.iterations, "master": args.master, "block_size": args.block_size,
               "checkpoint": args.checkpoint, "load_average_at_start": load_at_start,
@@ -153,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    plot(results, Path(args.plot) if args.plot else out.with_suffix(".png"))
+    if "spark_seconds" in results[0] and "local_seconds" in results[0]:
+        plot(results, Path(args.plot) if args.plot else out.with_suffix(".png"))
     return 0
 
 

@@ -170,6 +170,39 @@ def row_normalize(x: np.ndarray) -> np.ndarray:
     return x * scale[:, None]
 
 
+def inverse_row_norms(x: np.ndarray) -> np.ndarray:
+    """1 / ||x_i|| per row in float64 (0 for all-zero rows), without a float64 copy of ``x``.
+
+    Args:
+        x: (N, D), any float dtype.
+    Returns:
+        (N,) float64; ``x * inverse_row_norms(x)[:, None]`` is :func:`row_normalize` (to rounding).
+    """
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+    scale = np.zeros_like(norms)
+    nonzero = norms > 0
+    scale[nonzero] = 1.0 / norms[nonzero]
+    return scale
+
+
+def add_scaled_rows(e: np.ndarray, x: np.ndarray, row_weights: np.ndarray, rows_per_step: int = 8192) -> np.ndarray:
+    """float32 of ``e + row_weights[:, None] * x`` computed in float64, a slice of rows at a time.
+
+    The Spark engine's E update (E_k = E_{k-1} + alpha_k l2rows(X_k)) on float32 blocks: slices keep
+    the float64 temporaries small instead of three block-sized copies.
+
+    Args:
+        e, x: (N, D) float32. row_weights: (N,) float64.
+    Returns:
+        (N, D) float32.
+    """
+    out = np.empty(e.shape, dtype=np.float32)
+    for lo in range(0, len(e), rows_per_step):
+        hi = lo + rows_per_step
+        out[lo:hi] = e[lo:hi].astype(np.float64) + row_weights[lo:hi, None] * x[lo:hi]
+    return out
+
+
 def initial_state(r: np.ndarray, degree: np.ndarray, beta: float, self_influence: float) -> tuple[np.ndarray, np.ndarray]:
     """X_0 = diag(deg^beta) R and E_0 = sigma * l2rows(R) for a block of rows.
 
@@ -398,11 +431,13 @@ def estimate_resources(num_nodes: int, num_edges: int, dim: int, iterations: int
 
     Spark engine, per iteration: every column block b sends, for every row block a it has edges
     to, the non-empty row chunks of P_ab X_b: at most min(M', B * N) rows of D float32, where
-    B = ceil(N / block_size) (the bound is reached on dense or hash-spread graphs). P and E never
-    move: they stay partitioned by block. X_k and E_k are checkpointed (N x D float32 each). The
+    B = ceil(N / block_size) (the bound is reached on dense or hash-spread graphs). P and the state
+    never move: they stay partitioned by block. X_k and E_k are checkpointed (N x D float32 each). The
     graph is shuffled once, as binary payloads (about 40 bytes per stored edge). One task holds a
     block of X in float64 and its product with P (2 x block_size x D x 8 bytes), its share of P
-    (M' / B x 12 bytes) and a sort buffer that spills. The driver holds counts and B moment vectors.
+    (M' / B x 12 bytes) and the partials that arrive ahead of their turn (few: the reducer adds each
+    chunk's partials in b order as they come). The driver holds counts, which row chunks each P_ab
+    touches, and B moment vectors.
     The local engine holds S (M' x 12 bytes x 2 for P), R/X/E/P·X (4 x N x D x 8 bytes).
 
     Returns:

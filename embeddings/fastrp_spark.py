@@ -7,23 +7,24 @@ The maths lives in :mod:`embeddings.fastrp`; this module only moves blocks aroun
   block. Both depend on the ids alone, never on partitions, cluster size or arrival order.
 * edge blocks ``(col_block b, row_block a, CSR of P_ab)``: built without joins; edges leave their
   partitions as binary payloads per column block, get their ranks in two cogroups with the node
-  table, and each row block's CSR slices and degrees are built from edges sorted by (i, b, j, w),
+  table, and each row block's CSR slices and degrees are built from edges sorted by (b, i, j, w),
   so degrees and duplicate sums are computed in one fixed order.
 * iterations run on RDDs keyed by block and partitioned by :func:`block_partition`: P (one record
-  per column block), X_k and E_k (one record per block, float32) never move. One iteration is
-  one shuffle: the non-empty row chunks of the partial products P_ab X_b go to their row block a,
-  are sorted by (a, chunk, b) and summed in b order (so the bits do not depend on arrival order);
-  X_k and then E_k = E_{k-1} + alpha_k l2rows(X_k) are computed next to the data they need
-  (co-partitioned unions, no shuffle). Each X_k and E_k is persisted and checkpointed (reliable
-  RDD checkpoints in the run's folder by default, ``checkpoint: local`` for executor-local ones),
-  so the lineage stays one iteration long.
+  per column block) and the state (X_k, E_k, ids; one record per block, float32) never move. One
+  iteration is one shuffle: the non-empty row chunks of the partial products P_ab X_b go to their
+  row block a, where they meet the block's state (a co-partitioned union, no shuffle); each chunk is
+  summed in b order as its partials arrive (so the bits do not depend on arrival order), then
+  X_k and E_k = E_{k-1} + alpha_k l2rows(X_k) are computed in the same task. Each state is persisted
+  and checkpointed (reliable RDD checkpoints in the run's folder by default, ``checkpoint: local``
+  for executor-local ones), so the lineage stays one iteration long.
 
-The driver only sees counts, per-block sizes and one moment triple (count, mean, M2) per block
-for standardisation. Node ids: string or integral (byte/short/int/long), the output keeps the
-input type. Duplicate edges add their weights; an undirected self loop counts once; nodes with no
-out-edges (including nodes whose only edges are self loops of weight 0, or sinks of a directed
-graph) propagate nothing and get sigma * l2rows(R) (zero when ``self_influence`` is 0). Nodes
-absent from the edge table are not embedded.
+The driver only sees counts, per-block sizes, the numbers of the row chunks each slice P_ab
+touches, and one moment triple (count, mean, M2) per block for standardisation. Node ids: string
+or integral (byte/short/int/long), the output keeps the input type. Duplicate edges add their
+weights; an undirected self loop counts once; nodes with no out-edges (including nodes whose only
+edges are self loops of weight 0, or sinks of a directed graph) propagate nothing and get
+sigma * l2rows(R) (zero when ``self_influence`` is 0). Nodes absent from the edge table are not
+embedded.
 """
 
 from __future__ import annotations
@@ -68,8 +69,7 @@ PAYLOAD_SCHEMA = T.StructType([
     T.StructField("j", T.BinaryType()), T.StructField("w", T.BinaryType()),
 ])
 INIT_SCHEMA = T.StructType([
-    T.StructField("block", T.IntegerType()), T.StructField("chunk", T.IntegerType()),
-    T.StructField("ids", T.BinaryType()), T.StructField("x", T.BinaryType()), T.StructField("e", T.BinaryType()),
+    T.StructField("block", T.IntegerType()), T.StructField("ids", T.BinaryType()), T.StructField("degree", T.BinaryType()),
 ])
 OUT_CHUNK_SCHEMA = T.StructType([
     T.StructField("block", T.IntegerType()), T.StructField("chunk", T.IntegerType()),
@@ -133,10 +133,6 @@ def _chunks(n_rows: int, chunk_rows: int) -> range:
     return range(max(1, math.ceil(n_rows / chunk_rows)))
 
 
-def _tobytes(x: np.ndarray) -> bytes:
-    return np.ascontiguousarray(x, dtype=STORE).tobytes()
-
-
 class _Workdir:
     """A per-run folder under the checkpoint dir; parquet writes here cut the lineage."""
 
@@ -156,6 +152,24 @@ class _Workdir:
         path = jvm.org.apache.hadoop.fs.Path(full)
         fs = path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
         fs.delete(path, True)
+
+
+def csr_slice(i: np.ndarray, j: np.ndarray, w: np.ndarray, n_rows: int, n_cols: int) -> tuple:
+    """CSR (indptr int64, indices int32, data float64) of S_ab from its entries, duplicates summed.
+
+    Entries are put in (i, j, w) order first, so the sums never depend on the order they arrived in.
+
+    Args:
+        i, j: (m,) row and column ranks; w: (m,) weights.
+    """
+    key = i.astype(np.int64) * n_cols + j
+    order = np.lexsort((w, key))
+    key, w = key[order], w[order]
+    starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else np.zeros(0, np.int64)
+    data = np.add.reduceat(w, starts) if len(key) else np.zeros(0)
+    rows, cols = key[starts] // n_cols, key[starts] % n_cols
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_rows))]).astype(np.int64)
+    return indptr, cols.astype(np.int32), data.astype(np.float64)
 
 
 # --------------------------------------------------------------------------- stages
@@ -197,7 +211,7 @@ def edge_blocks(edges: DataFrame, nodes: DataFrame, directed: bool, block_sizes:
     No joins and no per-edge rows in any shuffle: each batch of edges leaves its partition as one
     binary payload per column block b; a cogroup with the node table by b gives each dst its rank j
     (payloads per (a, b) leave), a second one by the row block a
-    (src gets its rank i; the CSR slices and degrees are built from edges sorted by (i, b, j, w),
+    (src gets its rank i; the CSR slices and degrees are built from edges sorted by (b, i, j, w),
     so sums never depend on arrival order).
     """
     def to_col_blocks(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -232,33 +246,26 @@ def edge_blocks(edges: DataFrame, nodes: DataFrame, directed: bool, block_sizes:
         return pd.DataFrame(rows, columns=["a", "b", "src", "j", "w"])
 
     def row_side(pay_pdf: pd.DataFrame, nodes_pdf: pd.DataFrame) -> pd.DataFrame:
-        import scipy.sparse as sp
-
         if len(pay_pdf) == 0:
             return pd.DataFrame(columns=["b", "a", "indptr", "indices", "data"])
         a = int(pay_pdf["a"].iloc[0])
         n_a = block_sizes[a]
         ids = nodes_pdf.sort_values("idx")["node"].to_numpy()
-        parts_i, parts_b, parts_j, parts_w = [], [], [], []
+        by_b: dict[int, list] = {}
         for b, src, j, w in zip(pay_pdf["b"], pay_pdf["src"], pay_pdf["j"], pay_pdf["w"]):
-            src = pickle.loads(src)
-            parts_i.append(np.searchsorted(ids, src).astype(np.int64))  # rank of src in block a
-            parts_b.append(np.full(len(src), int(b), dtype=np.int32))
-            parts_j.append(np.frombuffer(j, dtype=np.int32).astype(np.int64))
-            parts_w.append(np.frombuffer(w, dtype=np.float64))
-        i, b, j, w = (np.concatenate(p) for p in (parts_i, parts_b, parts_j, parts_w))
-        order = np.lexsort((w, j, b, i))  # fixed order: the sums below never depend on arrival order
-        i, b, j, w = i[order], b[order], j[order], w[order]
-        degree = np.bincount(i, weights=w, minlength=n_a)  # (n_a,)
+            by_b.setdefault(int(b), []).append((np.searchsorted(ids, pickle.loads(src)).astype(np.int64),  # rank in a
+                                                np.frombuffer(j, dtype=np.int32), np.frombuffer(w, dtype=np.float64)))
+        degree, slices = np.zeros(n_a), []
+        for col_block in sorted(by_b):  # degrees add the slices in b order: fixed, like everything below
+            i, j, w = (np.concatenate(p) for p in zip(*by_b.pop(col_block)))
+            indptr, indices, data = csr_slice(i, j, w, n_a, block_sizes[col_block])
+            degree += np.bincount(np.repeat(np.arange(n_a), np.diff(indptr)), weights=data, minlength=n_a)
+            slices.append((col_block, indptr, indices, data))
         inv = fr.inverse_degree(degree)
         rows = [(-1, a, b"", b"", degree.tobytes())]
-        for col_block in np.unique(b).tolist():
-            sel = b == col_block
-            p = sp.csr_matrix((w[sel], (i[sel], j[sel])), shape=(n_a, block_sizes[col_block]))
-            p.sum_duplicates()
-            p.data = p.data * np.repeat(inv, np.diff(p.indptr))
-            rows.append((col_block, a, p.indptr.astype(np.int64).tobytes(), p.indices.astype(np.int32).tobytes(),
-                         p.data.astype(np.float64).tobytes()))
+        for col_block, indptr, indices, data in slices:
+            data = data * np.repeat(inv, np.diff(indptr))
+            rows.append((col_block, a, indptr.tobytes(), indices.tobytes(), data.tobytes()))
         return pd.DataFrame(rows, columns=["b", "a", "indptr", "indices", "data"])
 
     by_b = edges.mapInPandas(to_col_blocks, EDGE_PAYLOAD_SCHEMA)
@@ -266,28 +273,20 @@ def edge_blocks(edges: DataFrame, nodes: DataFrame, directed: bool, block_sizes:
     return payloads.groupBy("a").cogroup(nodes.groupBy("block")).applyInPandas(row_side, EDGE_BLOCK_SCHEMA)
 
 
-def initial_state(nodes: DataFrame, degrees: DataFrame, params: fr.FastRPParams, block_sizes: dict[int, int],
-                  chunk_rows: int) -> DataFrame:
-    """Chunk rows ``(block, chunk, ids, x, e)``: X_0 = diag(deg^beta) R, E_0 = sigma l2rows(R), R from (seed, id).
+def block_inputs(nodes: DataFrame, degrees: DataFrame, block_sizes: dict[int, int]) -> DataFrame:
+    """One row per block ``(block, ids, degree)``: the block's node ids in idx order and their degrees.
 
-    ``ids`` is the chunk's node ids in block order (a pickled numpy array), so later stages never
-    join back to the node table.
+    ``ids`` is a pickled numpy array and ``degree`` float64 bytes; a few bytes per node, so the
+    state built from them (:func:`initial_rdds`) is computed where it is cached, never shuffled.
     """
-    def init(nodes_pdf: pd.DataFrame, deg_pdf: pd.DataFrame) -> pd.DataFrame:
+    def inputs(nodes_pdf: pd.DataFrame, deg_pdf: pd.DataFrame) -> pd.DataFrame:
         block = int(nodes_pdf["block"].iloc[0])
-        n_b = block_sizes[block]
         ids = nodes_pdf.sort_values("idx")["node"].to_numpy()
-        degree = np.frombuffer(deg_pdf["data"].iloc[0], dtype=np.float64) if len(deg_pdf) else np.zeros(n_b)
-        r = fr.random_projection(fr.node_keys(ids), params.dim, params.sparsity, params.seed)  # (n_b, D)
-        x0, e0 = fr.initial_state(r, degree, params.normalization_strength, params.self_influence)
-        rows = []
-        for c in _chunks(n_b, chunk_rows):
-            lo, hi = c * chunk_rows, (c + 1) * chunk_rows
-            rows.append((block, c, pickle.dumps(ids[lo:hi]), _tobytes(x0[lo:hi]), _tobytes(e0[lo:hi])))
-        return pd.DataFrame(rows, columns=["block", "chunk", "ids", "x", "e"])
+        degree = deg_pdf["data"].iloc[0] if len(deg_pdf) else np.zeros(block_sizes[block]).tobytes()
+        return pd.DataFrame({"block": [block], "ids": [pickle.dumps(ids)], "degree": [bytes(degree)]})
 
     deg = degrees.select(F.col("a").alias("block"), "data")
-    return nodes.groupBy("block").cogroup(deg.groupBy("block")).applyInPandas(init, INIT_SCHEMA)
+    return nodes.groupBy("block").cogroup(deg.groupBy("block")).applyInPandas(inputs, INIT_SCHEMA)
 
 
 # --------------------------------------------------------------------------- block RDDs
@@ -309,9 +308,7 @@ def zip_blocks(left, right, num_partitions: int, is_left: Callable[[object], boo
     ``is_left(value)`` tells the sides apart (no tagging pass). If Spark ever could not, they are
     shuffled by block first, which gives the same pairs.
     """
-    union = left.union(right)
-    if union.getNumPartitions() != num_partitions:  # not co-partitioned: shuffle (same result, slower)
-        union = union.partitionBy(num_partitions, block_partition)
+    union = _copartitioned_union(left, right, num_partitions)
 
     def pair(records: Iterator) -> Iterator:
         merged: dict = {}
@@ -323,30 +320,52 @@ def zip_blocks(left, right, num_partitions: int, is_left: Callable[[object], boo
     return union.mapPartitions(pair, preservesPartitioning=True)
 
 
+def _copartitioned_union(left, right, num_partitions: int):
+    """Partition i of ``left`` then partition i of ``right`` (no shuffle when both are partitioned by block).
+
+    A shuffle's output (``partitionBy``) and a cached RDD carry different but wire-compatible
+    pickle deserializers (batched lists of pickled records), and ``RDD.union`` would then re-pickle
+    both sides through identity maps: Python workers nested inside the consumer's worker, which is
+    slower and can deadlock Spark 4's single-threaded Python I/O. So the JVM union is used directly
+    whenever both sides are batched pickles.
+    """
+    from pyspark import RDD
+    from pyspark.serializers import BatchedSerializer, CPickleSerializer
+
+    def batched_pickle(rdd) -> bool:
+        d = rdd._jrdd_deserializer
+        return isinstance(d, BatchedSerializer) and isinstance(d.serializer, CPickleSerializer)
+
+    if batched_pickle(left) and batched_pickle(right):
+        union = RDD(left._jrdd.union(right._jrdd), left.ctx, left._jrdd_deserializer)
+        if left.partitioner == right.partitioner and union.getNumPartitions() == num_partitions:
+            union.partitioner = left.partitioner
+    else:
+        union = left.union(right)
+    if union.getNumPartitions() != num_partitions:  # not co-partitioned: shuffle (same result, slower)
+        log.warning("fastrp: block RDDs are not co-partitioned; shuffling them by block")
+        union = union.partitionBy(num_partitions, block_partition)
+    return union
+
+
 def _is_list(value) -> bool:
     return isinstance(value, list)
 
 
-def _is_tuple(value) -> bool:
-    return isinstance(value, tuple)
+def initial_rdds(block_rows: DataFrame, params: fr.FastRPParams, num_partitions: int):
+    """The state ``(block, (X_0, E_0, ids))``, partitioned by block: X_0 = diag(deg^beta) R, E_0 = sigma l2rows(R).
 
-
-def initial_rdds(init_rows: DataFrame, num_partitions: int, dim: int):
-    """X_0 as ``(block, X float32 (n_b, D))`` and E_0 as ``(block, (E float32 (n_b, D), ids (n_b,)))``.
-
-    Built from the chunk rows of :func:`initial_state`; both are partitioned by block.
+    R comes from (seed, node id), so each block's X_0 and E_0 (float32 (n_b, D)) are computed in
+    the task that caches them from the rows of :func:`block_inputs` (ids and degrees only).
     """
-    def assemble(chunks) -> tuple:
-        chunks = sorted(chunks, key=lambda c: c[0])
-        ids = np.concatenate([pickle.loads(c[1]) for c in chunks])
-        x = np.concatenate([np.frombuffer(c[2], dtype=STORE) for c in chunks]).reshape(-1, dim)
-        e = np.concatenate([np.frombuffer(c[3], dtype=STORE) for c in chunks]).reshape(-1, dim)
-        return x, e, ids
+    def state(value) -> tuple:
+        ids, degree = pickle.loads(value[0]), np.frombuffer(value[1], dtype=np.float64)
+        r = fr.random_projection(fr.node_keys(ids), params.dim, params.sparsity, params.seed)  # (n_b, D)
+        x0, e0 = fr.initial_state(r, degree, params.normalization_strength, params.self_influence)
+        return x0.astype(STORE), e0.astype(STORE), ids
 
-    both = (init_rows.rdd.map(lambda r: (r["block"], (r["chunk"], bytes(r["ids"]), bytes(r["x"]), bytes(r["e"]))))
-            .groupByKey(num_partitions, block_partition).mapValues(assemble))
-    both.persist(StorageLevel.MEMORY_AND_DISK)
-    return both.mapValues(lambda s: s[0]), both.mapValues(lambda s: (s[1], s[2])), both
+    return (block_rows.rdd.map(lambda r: (r["block"], (bytes(r["ids"]), bytes(r["degree"]))))
+            .partitionBy(num_partitions, block_partition).mapValues(state))
 
 
 def p_rdd(p_blocks: DataFrame, num_partitions: int, block_sizes: dict[int, int]):
@@ -359,82 +378,97 @@ def p_rdd(p_blocks: DataFrame, num_partitions: int, block_sizes: dict[int, int])
             .mapValues(lambda slices: sorted(slices, key=lambda s: s[0])))
 
 
-def propagate(p: "RDD", xs: "RDD", params: fr.FastRPParams, block_sizes: dict[int, int], chunk_rows: int,
-              num_partitions: int) -> "RDD":
-    """X_k = P X_{k-1} (gds: its L2-normalised rows) as ``(block, X_k float32)``, from ``xs`` = X_{k-1}.
+def nonempty_chunks(indptr: np.ndarray, n_rows: int, chunk_rows: int) -> list[int]:
+    """Row chunks of a CSR slice that hold at least one entry (the only partials sent for it)."""
+    return [c for c in _chunks(n_rows, chunk_rows)
+            if indptr[min((c + 1) * chunk_rows, n_rows)] > indptr[c * chunk_rows]]
 
-    Partials P_ab X_b are cut into row chunks of block a; only non-empty chunks are shuffled
-    (float32) and each chunk is summed in b order after a sort, so the bits never depend on arrival
-    order. Memory per task: one block of X in float64 and its product with P, plus the sort buffer
-    (which spills to disk).
+
+def expected_partials(p: "RDD", block_sizes: dict[int, int], chunk_rows: int) -> dict[tuple[int, int], list[int]]:
+    """``(a, chunk) -> sorted column blocks b`` that send a partial for that chunk (static: P never changes).
+
+    The driver gets one small list per slice P_ab (chunk numbers, not the graph); the reducers use
+    it to add each chunk's partials in b order as soon as they can, without sorting or spilling.
+    """
+    def chunk_lists(item) -> Iterator:
+        b, slices = item
+        for a, indptr, _indices, _data in slices:
+            yield a, b, nonempty_chunks(indptr, block_sizes[a], chunk_rows)
+
+    expected: dict[tuple[int, int], list[int]] = {}
+    for a, b, chunks in sorted(p.flatMap(chunk_lists).collect()):
+        for c in chunks:
+            expected.setdefault((a, c), []).append(b)
+    return expected
+
+
+def iterate(p: "RDD", state: "RDD", expected: dict, weight: float, params: fr.FastRPParams,
+            block_sizes: dict[int, int], chunk_rows: int, num_partitions: int, last: bool = False) -> "RDD":
+    """One FastRP iteration: ``(block, (X_{k-1}, E_{k-1}, ids))`` -> ``(block, (X_k, E_k, ids))``, one shuffle.
+
+    Map side: each column block b multiplies its slices P_ab by X_b (float64) and sends the
+    non-empty row chunks of each product (float32) to row block a. Reduce side: the partials meet
+    the state of block a (co-partitioned, no shuffle); each chunk is summed in the order of
+    ``expected[(a, chunk)]`` (b ascending) as soon as its next partial is there, so the bits never
+    depend on arrival order and nothing is sorted or spilled. Then X_k = P X_{k-1} (gds: its
+    L2-normalised rows) and E_k = E_{k-1} + alpha_k l2rows(X_k) (gds: + alpha_k X_k), next to the
+    data they need. Memory per task: its blocks' state, one float64 accumulator per block and the
+    partials that arrived ahead of their turn. The ``last`` iteration keeps no X (nothing reads it).
     """
     dim, variant = params.dim, params.variant
 
     def multiply(item) -> Iterator:
         import scipy.sparse as sp
 
-        b, (slices, x_b) = item
-        if slices is None or x_b is None:
+        b, (slices, state_b) = item
+        if slices is None or state_b is None:
             return
-        x_b = x_b.astype(np.float64)  # (n_b, D)
+        x_b = state_b[0].astype(np.float64)  # (n_b, D)
         for a, indptr, indices, data in slices:
             n_a = block_sizes[a]
             y = sp.csr_matrix((data, indices, indptr), shape=(n_a, x_b.shape[0])) @ x_b  # (n_a, D)
-            for c in _chunks(n_a, chunk_rows):
-                lo, hi = c * chunk_rows, min((c + 1) * chunk_rows, n_a)
-                if indptr[hi] > indptr[lo]:  # skip chunks with no edges into block b
-                    yield (a, c, b), y[lo:hi].astype(STORE)
+            for c in nonempty_chunks(indptr, n_a, chunk_rows):
+                yield (a, c, b), y[c * chunk_rows:(c + 1) * chunk_rows].astype(STORE)
 
-    def next_x(block: int, propagated: np.ndarray) -> tuple:
-        x = fr.row_normalize(propagated) if variant == "gds" else propagated
-        return block, x.astype(STORE)
-
-    def sum_blocks(records: Iterator) -> Iterator:
-        """Sorted (a, chunk, b) partials -> (a, X_k of block a), each chunk summed in b order (float64)."""
-        block, acc = None, None
-        for (a, c, _b), part in records:
-            if a != block:
-                if block is not None:
-                    yield next_x(block, acc)
-                block, acc = a, np.zeros((block_sizes[a], dim), dtype=np.float64)
-            acc[c * chunk_rows:c * chunk_rows + len(part)] += part
-        if block is not None:
-            yield next_x(block, acc)
-
-    partials = zip_blocks(p, xs, num_partitions, _is_list).flatMap(multiply)
-    summed = (partials.repartitionAndSortWithinPartitions(num_partitions, block_partition)
-              .mapPartitions(sum_blocks, preservesPartitioning=True))
-    return _with_all_blocks(summed, num_partitions, block_sizes, dim)
-
-
-def _with_all_blocks(summed: "RDD", num_partitions: int, block_sizes: dict[int, int], dim: int) -> "RDD":
-    """``summed`` plus a zero X for every block that received no partials (its rows have no out-edges)."""
-    def complete(index: int, records: Iterator) -> Iterator:
-        seen = set()
+    def combine(records: Iterator) -> Iterator:
+        states, acc, pending, done = {}, {}, {}, {}
         for key, value in records:
-            seen.add(key)
-            yield key, value
-        for block in sorted(block_sizes):
-            if block % num_partitions == index and block not in seen:
-                yield block, np.zeros((block_sizes[block], dim), dtype=STORE)
+            if not isinstance(key, tuple):  # the state of a block of this partition
+                _x_prev, e, ids = value
+                states[key] = (e, ids)
+                acc.setdefault(key, np.zeros((block_sizes[key], dim), dtype=np.float64))
+                continue
+            a, c, b = key
+            if a not in acc:
+                acc[a] = np.zeros((block_sizes[a], dim), dtype=np.float64)
+            waiting = pending.setdefault((a, c), {})
+            waiting[b] = value
+            order, n = expected[(a, c)], done.get((a, c), 0)
+            while n < len(order) and order[n] in waiting:  # add in b order whatever is next in line
+                acc[a][c * chunk_rows:c * chunk_rows + len(waiting[order[n]])] += waiting.pop(order[n])
+                n += 1
+            done[(a, c)] = n
+        left = [k for k, v in pending.items() if v]
+        if left:
+            raise RuntimeError(f"fastrp: partials for chunks {left[:5]} never got their turn (expected order broken)")
+        for block in sorted(states):
+            e, ids = states.pop(block)
+            propagated = acc.pop(block)
+            x = (fr.row_normalize(propagated) if variant == "gds" else propagated).astype(STORE)
+            del propagated
+            # paper: E += alpha_k l2rows(X_k); gds: X_k is already normalised, E += alpha_k X_k
+            row_weights = np.full(len(x), weight) if variant == "gds" else weight * fr.inverse_row_norms(x)
+            yield block, (None if last else x, fr.add_scaled_rows(e, x, row_weights), ids)
 
-    return summed.mapPartitionsWithIndex(complete, preservesPartitioning=True)
-
-
-def accumulate(es: "RDD", xs: "RDD", weight: float, variant: str, num_partitions: int) -> "RDD":
-    """E_k = E_{k-1} + alpha_k l2rows(X_k) (gds: X_k is already normalised) as ``(block, (E float32, ids))``."""
-    def add(item) -> tuple:
-        block, (e_ids, x) = item
-        e, ids = e_ids
-        contribution = x.astype(np.float64) if variant == "gds" else fr.row_normalize(x)
-        return block, ((e.astype(np.float64) + weight * contribution).astype(STORE), ids)
-
-    return zip_blocks(es, xs, num_partitions, _is_tuple).map(add, preservesPartitioning=True)
+    partials = zip_blocks(p, state, num_partitions, _is_list).flatMap(multiply)
+    shuffled = partials.partitionBy(num_partitions, block_partition)
+    union = _copartitioned_union(state, shuffled, num_partitions)  # state first: E before its partials
+    return union.mapPartitions(combine, preservesPartitioning=True)
 
 
 def standardization(state: "RDD", dim: int) -> tuple[np.ndarray, np.ndarray]:
     """Column mean and population std of E: per-block moments, merged on the driver in block order."""
-    moments = state.map(lambda kv: (kv[0], fr.column_moments(kv[1][0]))).collect()  # B tiny records
+    moments = state.map(lambda kv: (kv[0], fr.column_moments(kv[1][1]))).collect()  # B tiny records
     count, mean, m2 = fr.merge_moments([m for _, m in sorted(moments, key=lambda kv: kv[0])], dim)
     return mean, fr.standardize_scale(m2, count)
 
@@ -446,7 +480,7 @@ def to_output(spark: SparkSession, state: "RDD", dim: int, id_type: T.DataType, 
     arrow_type = _arrow_type(id_type)
 
     def chunk_rows_of(kv) -> Iterator[tuple]:
-        block, (e, ids) = kv
+        block, (_x, e, ids) = kv
         for c in _chunks(len(ids), chunk_rows):
             lo, hi = c * chunk_rows, (c + 1) * chunk_rows
             yield block, c, pickle.dumps(ids[lo:hi]), e[lo:hi].tobytes()
@@ -535,27 +569,27 @@ def fastrp_spark(spark: SparkSession, edges: DataFrame, cfg, checkpoint_dir: str
     checkpoints = _Checkpoints(spark, work, cfg.checkpoint)
     p = p_rdd(blocks.where(F.col("b") >= 0), num_partitions, block_sizes)
     p.persist(StorageLevel.MEMORY_AND_DISK)
-    init = initial_state(nodes, blocks.where(F.col("b") < 0), params, block_sizes, chunk_rows)
-    xs, es, both = initial_rdds(init, num_partitions, params.dim)  # cached, lineage: one DataFrame stage
+    inputs = work.save(block_inputs(nodes, blocks.where(F.col("b") < 0), block_sizes), "block_inputs")
+    state = initial_rdds(inputs, params, num_partitions)
+    state.persist(StorageLevel.MEMORY_AND_DISK)  # lineage: one DataFrame stage, no checkpoint needed
+    expected = expected_partials(p, block_sizes, chunk_rows)  # also caches P
     clock.lap("initial_state")
     for k, weight in enumerate(params.iteration_weights, start=1):
-        new_xs = checkpoints.materialize(propagate(p, xs, params, block_sizes, chunk_rows, num_partitions))
-        new_es = checkpoints.materialize(accumulate(es, new_xs, weight, params.variant, num_partitions))
-        checkpoints.drop(xs)
-        checkpoints.drop(es)
-        both.unpersist()
-        xs, es = new_xs, new_es
+        new_state = checkpoints.materialize(
+            iterate(p, state, expected, weight, params, block_sizes, chunk_rows, num_partitions,
+                    last=k == len(params.iteration_weights)))
+        checkpoints.drop(state)
+        state = new_state
         clock.lap(f"iteration_{k}")
-    checkpoints.drop(xs)
     p.unpersist()
     mean = std = None
     if params.standardize:
-        mean, std = standardization(es, params.dim)
+        mean, std = standardization(state, params.dim)
         clock.lap("standardization")
-    out = to_output(spark, es, params.dim, id_type, chunk_rows, mean, std)
+    out = to_output(spark, state, params.dim, id_type, chunk_rows, mean, std)
     stats = {"num_nodes": num_nodes, "num_blocks": num_blocks, "block_size": block_size, "chunk_rows": chunk_rows,
              "num_partitions": num_partitions, "sparsity": params.sparsity}
-    return out, stats, [lambda: checkpoints.drop(es), checkpoints.close]
+    return out, stats, [lambda: checkpoints.drop(state), checkpoints.close]
 
 
 class _Clock:

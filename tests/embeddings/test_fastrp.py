@@ -152,3 +152,17 @@ def test_default_block_size_depends_on_nodes_and_dim_only_and_caps_block_memory(
     assert fr.resolve_block_size(None, 100_000, 128) == 100_000  # one block
     assert fr.resolve_block_size(None, 1_000_000, 128) == 500_000  # two equal blocks
     assert fr.resolve_block_size(None, 1_000_000, 512) * 512 * 4 <= 256 << 20
+
+
+def test_the_blockwise_e_update_equals_adding_weighted_normalised_rows():
+    rng = np.random.default_rng(3)
+    e = rng.normal(size=(20, 5)).astype(np.float32)
+    x = rng.normal(size=(20, 5)).astype(np.float32)
+    x[4] = 0.0  # a zero row stays zero and adds nothing
+    inv = fr.inverse_row_norms(x)
+    assert inv[4] == 0.0
+    np.testing.assert_allclose(x * inv[:, None], fr.row_normalize(x), rtol=1e-12)
+    got = fr.add_scaled_rows(e, x, 2.5 * inv, rows_per_step=7)  # slices that do not divide 20
+    want = (e.astype(np.float64) + 2.5 * fr.row_normalize(x)).astype(np.float32)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)

@@ -199,3 +199,43 @@ def test_validation_error_is_an_input_error_naming_the_weight_flag(spark, tmp_pa
     cfg = FastRPConfig(edges=edges, src_col="s", dst_col="d", weight_col="w", output=str(tmp_path / "o"))
     with pytest.raises(InputError, match="--weight-col"):
         run_fastrp(spark, spark.read.format("delta").load(edges), cfg, str(tmp_path / "ckpt"))
+
+
+def test_only_row_chunks_with_entries_send_partials():
+    from embeddings.fastrp_spark import nonempty_chunks
+
+    # 7 rows in chunks of 3 (rows 0-2, 3-5, 6): entries in rows 1 and 6 only
+    indptr = np.array([0, 0, 2, 2, 2, 2, 2, 3])
+    assert nonempty_chunks(indptr, 7, 3) == [0, 2]
+    assert nonempty_chunks(np.zeros(8, dtype=np.int64), 7, 3) == []
+
+
+def test_a_cached_block_rdd_and_a_shuffle_output_union_without_a_python_re_pickling_pass(spark):
+    from embeddings.fastrp_spark import _copartitioned_union, block_partition
+
+    sc = spark.sparkContext
+    cached = (sc.parallelize([(b, f"state-{b}") for b in range(3)], 1).partitionBy(2, block_partition)
+              .mapValues(lambda v: v.upper()).cache())
+    shuffled = sc.parallelize([((b, 0, 1), f"part-{b}") for b in range(3)], 1).partitionBy(2, block_partition)
+    union = _copartitioned_union(cached, shuffled, 2)
+    # the JVM union of the two RDDs themselves: no identity map (a nested Python worker) over either side
+    deps = union._jrdd.rdd().dependencies()
+    assert [deps.apply(i).rdd().id() for i in range(deps.size())] == [cached.id(), shuffled.id()]
+    assert union.getNumPartitions() == 2
+    by_partition = union.glom().collect()
+    assert by_partition[0] == [(0, "STATE-0"), (2, "STATE-2"), ((0, 0, 1), "part-0"), ((2, 0, 1), "part-2")]
+    assert by_partition[1] == [(1, "STATE-1"), ((1, 0, 1), "part-1")]
+
+
+def test_a_csr_slice_sums_duplicate_edges_and_does_not_depend_on_their_order():
+    from embeddings.fastrp_spark import csr_slice
+
+    # 3 x 4 slice: (0, 1) twice (weights 1 and 2), (2, 3), (2, 0); row 1 empty
+    i, j, w = np.array([2, 0, 0, 2]), np.array([3, 1, 1, 0], dtype=np.int32), np.array([5.0, 1.0, 2.0, 4.0])
+    indptr, indices, data = csr_slice(i, j, w, 3, 4)
+    assert indptr.tolist() == [0, 1, 1, 3] and indices.tolist() == [1, 0, 3] and data.tolist() == [3.0, 4.0, 5.0]
+    for perm in ([3, 2, 1, 0], [1, 3, 0, 2]):
+        again = csr_slice(i[perm], j[perm], w[perm], 3, 4)
+        assert all(x.tobytes() == y.tobytes() for x, y in zip(again, (indptr, indices, data)))
+    empty = csr_slice(np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0), 2, 2)
+    assert empty[0].tolist() == [0, 0, 0] and len(empty[1]) == len(empty[2]) == 0
