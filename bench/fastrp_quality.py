@@ -35,6 +35,8 @@ from sklearn.metrics import f1_score
 from sklearn.multiclass import OneVsRestClassifier
 
 PAPER_MACRO_F1 = {0.1: 0.2342, 0.5: 0.2753, 0.9: 0.2969}
+PAPER_SETTING = {"dim": 512, "iteration_weights": [1.0, 1.0, 7.81, 45.28], "normalization_strength": -0.628,
+                 "sparsity": None, "self_influence": 0.0, "variant": "paper", "standardize": True}
 
 
 def load_mat(path: str) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -43,40 +45,42 @@ def load_mat(path: str) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     return sp.csr_matrix(mat["network"]), sp.csr_matrix(mat["group"])
 
 
-def embed_with_spark(network: sp.csr_matrix, args, workdir: Path) -> tuple[np.ndarray, dict]:
-    """Write the graph's edges (i < j, weights as stored) to parquet and run the Spark engine."""
+def edge_list(network: sp.csr_matrix) -> pd.DataFrame:
+    """The symmetric network's edges i <= j (weights as stored): the engines re-add each one reversed."""
+    upper = sp.triu(network, k=0).tocoo()
+    return pd.DataFrame({"src": upper.row.astype(np.int64), "dst": upper.col.astype(np.int64),
+                         "weight": upper.data.astype(np.float64)})
+
+
+def embed_with_spark(network: sp.csr_matrix, params: dict, master: str, workdir: Path) -> tuple[np.ndarray, dict]:
+    """Write the edges to parquet, run the Spark engine with FastRPConfig fields ``params``, check it locally."""
     from embeddings.config import FastRPConfig, SparkConfig
     from embeddings.fastrp_spark import run_fastrp
     from embeddings.spark import build_spark
 
-    upper = sp.triu(network, k=0).tocoo()  # symmetric input: the job re-adds each edge reversed
-    edges = pd.DataFrame({"src": upper.row.astype(np.int64), "dst": upper.col.astype(np.int64),
-                          "weight": upper.data.astype(np.float64)})
+    edges = edge_list(network)
     edges.to_parquet(workdir / "edges.parquet", index=False)
-    spark = build_spark(SparkConfig(master=args.master, shuffle_partitions=4, driver_memory="4g",
+    spark = build_spark(SparkConfig(master=master, shuffle_partitions=4, driver_memory="4g",
                                     checkpoint_dir=str(workdir / "ckpt")))
     cfg = FastRPConfig(edges=str(workdir / "edges.parquet"), edges_format="parquet", weight_col="weight",
-                       output=str(workdir / "emb"), **fastrp_params(args, args.seed))
+                       output=str(workdir / "emb"), **params)
     started = time.time()
     result = run_fastrp(spark, spark.read.parquet(cfg.edges), cfg, str(workdir / "ckpt"))
     seconds = time.time() - started
     out = spark.read.format("delta").load(cfg.output).toPandas()  # bench only: 10k rows
     spark.stop()
-    emb = np.zeros((network.shape[0], args.dim), dtype=np.float64)
+    emb = np.zeros((network.shape[0], cfg.dim), dtype=np.float64)
     emb[out["node"].to_numpy()] = np.stack(out["embedding"].to_numpy())
-    from embeddings import fastrp as fr
-
-    nodes, local = fr.embed_edge_list(edges["src"].to_numpy(), edges["dst"].to_numpy(), edges["weight"].to_numpy(), cfg)
-    diff = float(np.abs(emb[nodes] - local).max())
+    diff = float(np.abs(emb - embed_with_local(network, params)).max())
     return emb, {"spark_seconds": seconds, "output_version": result.version, "max_abs_diff_vs_local": diff,
                  "embedded_nodes": int(len(out))}
 
 
-def fastrp_params(args, seed: int) -> dict:
-    """The FastRP settings under test (the paper's BlogCatalog setting by default)."""
+def fastrp_params(args) -> dict:
+    """The FastRP settings under test as FastRPConfig fields (the paper's BlogCatalog setting by default)."""
     return {"dim": args.dim, "iteration_weights": args.weights, "normalization_strength": args.beta,
             "standardize": args.standardize, "sparsity": args.sparsity, "self_influence": args.self_influence,
-            "variant": args.variant, "seed": seed}
+            "variant": args.variant}
 
 
 def top_k_predictions(probs: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -115,15 +119,18 @@ def score(emb: np.ndarray, labels: sp.csr_matrix, ratios: list[float], shuffles:
     return out
 
 
-def embed_with_local(network: sp.csr_matrix, args, seed: int) -> np.ndarray:
-    """The scipy reference engine (equal to the Spark engine to ~1e-5): cheap, for seed-variance runs."""
+def embed_with_local(network: sp.csr_matrix, params: dict) -> np.ndarray:
+    """The scipy reference engine (equal to the Spark engine to ~1e-5): cheap, for seed and setting studies.
+
+    ``params``: FastRPConfig fields. Returns (N, dim) float64, row i for node i of the network.
+    """
     from embeddings import fastrp as fr
     from embeddings.config import FastRPConfig
 
-    upper = sp.triu(network, k=0).tocoo()
-    cfg = FastRPConfig(**fastrp_params(args, seed))
-    nodes, emb = fr.embed_edge_list(upper.row.astype(np.int64), upper.col.astype(np.int64), upper.data, cfg)
-    out = np.zeros((network.shape[0], args.dim), dtype=np.float64)
+    edges = edge_list(network)
+    nodes, emb = fr.embed_edge_list(edges["src"].to_numpy(), edges["dst"].to_numpy(), edges["weight"].to_numpy(),
+                                    FastRPConfig(**params))
+    out = np.zeros((network.shape[0], emb.shape[1]), dtype=np.float64)
     out[nodes] = emb
     return out
 
@@ -176,12 +183,14 @@ def plot_scores(scores: dict, path: Path, title: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mat", required=True)
-    parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--weights", type=lambda s: [float(x) for x in s.split(",")], default=[1.0, 1.0, 7.81, 45.28])
-    parser.add_argument("--beta", type=float, default=-0.628)
-    parser.add_argument("--sparsity", type=float, default=None, help="s (density 1/s); default sqrt(N) as in the paper")
-    parser.add_argument("--self-influence", type=float, default=0.0)
-    parser.add_argument("--variant", choices=["paper", "gds"], default="paper")
+    parser.add_argument("--dim", type=int, default=PAPER_SETTING["dim"])
+    parser.add_argument("--weights", type=lambda s: [float(x) for x in s.split(",")],
+                        default=PAPER_SETTING["iteration_weights"])
+    parser.add_argument("--beta", type=float, default=PAPER_SETTING["normalization_strength"])
+    parser.add_argument("--sparsity", type=float, default=PAPER_SETTING["sparsity"],
+                        help="s (density 1/s); default sqrt(N) as in the paper")
+    parser.add_argument("--self-influence", type=float, default=PAPER_SETTING["self_influence"])
+    parser.add_argument("--variant", choices=["paper", "gds"], default=PAPER_SETTING["variant"])
     parser.add_argument("--no-standardize", dest="standardize", action="store_false",
                         help="skip column standardisation (on by default, as in the paper's BlogCatalog runs)")
     parser.add_argument("--seed", type=int, default=42)
@@ -201,19 +210,19 @@ def main(argv: list[str] | None = None) -> int:
     per_seed, runs = {}, {}
     started = time.time()
     for seed in seeds:
-        args.seed = seed
+        params = {**fastrp_params(args), "seed": seed}
         if args.engine == "spark":
             with tempfile.TemporaryDirectory(prefix="fastrp_quality_") as tmp:
-                emb, runs[str(seed)] = embed_with_spark(network, args, Path(tmp))
+                emb, runs[str(seed)] = embed_with_spark(network, params, args.master, Path(tmp))
         else:
-            emb = embed_with_local(network, args, seed)
+            emb = embed_with_local(network, params)
         print(f"projection seed {seed}", flush=True)
         per_seed[str(seed)] = score(emb, labels, args.ratios, args.shuffles, args.c, 42, args.n_jobs)
     scores = summarize(per_seed)
     run = runs.get(str(seeds[0]), {}) if len(seeds) == 1 else runs
     report = {"dataset": os.path.basename(args.mat), "num_nodes": network.shape[0],
               "num_edges": int(sp.triu(network).nnz), "num_labels": labels.shape[1],
-              "params": {**fastrp_params(args, args.seed), "C": args.c, "solver": "liblinear",
+              "params": {**fastrp_params(args), "C": args.c, "solver": "liblinear",
                          "shuffles": args.shuffles, "shuffle_seed": 42, "engine": args.engine, "master": args.master,
                          "seeds": seeds},
               "embedding": run, "seconds": time.time() - started, "scores": scores,
