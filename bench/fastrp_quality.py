@@ -119,17 +119,30 @@ def score(emb: np.ndarray, labels: sp.csr_matrix, ratios: list[float], shuffles:
     return out
 
 
-def embed_with_local(network: sp.csr_matrix, params: dict) -> np.ndarray:
+def sklearn_projection(num_nodes: int, params) -> np.ndarray:
+    """R as the authors' code draws it: sklearn's SparseRandomProjection(random_state=seed), density 1/s.
+
+    (N, D) float64, the transpose of the fitted ``components_`` (same entry distribution as our hash).
+    """
+    from sklearn.random_projection import SparseRandomProjection
+
+    rp = SparseRandomProjection(n_components=params.dim, density=1.0 / params.sparsity, random_state=params.seed)
+    return rp.fit(sp.csr_matrix((1, num_nodes))).components_.T.toarray()
+
+
+def embed_with_local(network: sp.csr_matrix, params: dict, projection: str = "hash") -> np.ndarray:
     """The scipy reference engine (equal to the Spark engine to ~1e-5): cheap, for seed and setting studies.
 
-    ``params``: FastRPConfig fields. Returns (N, dim) float64, row i for node i of the network.
+    ``params``: FastRPConfig fields; ``projection``: "hash" (the job's R) or "sklearn" (the authors' draw).
+    Returns (N, dim) float64, row i for node i of the network.
     """
     from embeddings import fastrp as fr
     from embeddings.config import FastRPConfig
 
     edges = edge_list(network)
     nodes, emb = fr.embed_edge_list(edges["src"].to_numpy(), edges["dst"].to_numpy(), edges["weight"].to_numpy(),
-                                    FastRPConfig(**params))
+                                    FastRPConfig(**params),
+                                    projection=sklearn_projection if projection == "sklearn" else None)
     out = np.zeros((network.shape[0], emb.shape[1]), dtype=np.float64)
     out[nodes] = emb
     return out
@@ -196,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--engine", choices=["spark", "local"], default="spark",
                         help="spark: the job's engine (default); local: the scipy reference, for cheap seed studies")
+    parser.add_argument("--projection", choices=["hash", "sklearn"], default="hash",
+                        help="local engine only: sklearn draws R with SparseRandomProjection(random_state=seed) "
+                             "as the authors' code does, to compare draws; hash is the job's R")
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=None,
                         help="projection seeds to average over (seed variance); default: --seed alone")
     parser.add_argument("--C", type=float, default=0.1, dest="c")
@@ -205,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--out", default="bench/results/fastrp_quality.json")
     args = parser.parse_args(argv)
+    if args.projection != "hash" and args.engine != "local":
+        parser.error("--projection sklearn needs --engine local (the Spark job always uses the hash-derived R)")
     network, labels = load_mat(args.mat)
     seeds = args.seeds or [args.seed]
     per_seed, runs = {}, {}
@@ -215,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory(prefix="fastrp_quality_") as tmp:
                 emb, runs[str(seed)] = embed_with_spark(network, params, args.master, Path(tmp))
         else:
-            emb = embed_with_local(network, params)
+            emb = embed_with_local(network, params, args.projection)
         print(f"projection seed {seed}", flush=True)
         per_seed[str(seed)] = score(emb, labels, args.ratios, args.shuffles, args.c, 42, args.n_jobs)
     scores = summarize(per_seed)
@@ -224,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
               "num_edges": int(sp.triu(network).nnz), "num_labels": labels.shape[1],
               "params": {**fastrp_params(args), "C": args.c, "solver": "liblinear",
                          "shuffles": args.shuffles, "shuffle_seed": 42, "engine": args.engine, "master": args.master,
+                         "projection": args.projection,
                          "seeds": seeds},
               "embedding": run, "seconds": time.time() - started, "scores": scores,
               "scores_per_seed": per_seed}

@@ -33,7 +33,7 @@ out-edges (isolated, or a sink of a directed graph) gets a non-zero embedding wh
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -361,19 +361,22 @@ class FastRPParams:
                    directed=cfg.directed)
 
 
-def fastrp_local(s: sp.csr_matrix, keys: np.ndarray, params: FastRPParams) -> np.ndarray:
+def fastrp_local(s: sp.csr_matrix, keys: np.ndarray, params: FastRPParams,
+                 projection: np.ndarray | None = None) -> np.ndarray:
     """The single-machine reference: FastRP of the graph S with the hash-derived R, in float64.
 
     Args:
         s: (N, N) CSR adjacency from :func:`adjacency`.
         keys: (N,) uint64 node keys, row i of S belongs to keys[i].
+        projection: (N, D) R to use instead of the hash-derived one (benchmarks compare other draws,
+            e.g. sklearn's, with ours); the job never passes it.
     Returns:
         (N, D) float64 embeddings E.
     """
     degree = np.asarray(s.sum(axis=1)).ravel()
     p = sp.diags(inverse_degree(degree)) @ s  # (N, N) row-stochastic where deg > 0
     p = p.tocsr()
-    r = projection_rows(keys, params.dim, params.sparsity, params.seed)
+    r = projection_rows(keys, params.dim, params.sparsity, params.seed) if projection is None else projection
     x, e = initial_state(r, degree, params.normalization_strength, params.self_influence)
     del r
     for weight in params.iteration_weights:
@@ -388,10 +391,13 @@ def index_nodes(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return nodes, inverse[:m].astype(np.int64), inverse[m:].astype(np.int64)
 
 
-def embed_edge_list(src, dst, weight, params_or_cfg, directed: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+def embed_edge_list(src, dst, weight, params_or_cfg, directed: bool | None = None,
+                    projection: Callable[[int, FastRPParams], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Local engine from raw edge columns: returns (node_ids (N,), embeddings (N, D) float64).
 
     ``params_or_cfg`` is a :class:`FastRPParams` or a FastRPConfig (sparsity resolved from N).
+    ``projection``, if given, is called with (num_nodes, params) and returns the (N, D) R to use
+    for the nodes in sorted id order (see :func:`fastrp_local`).
     """
     nodes, si, di = index_nodes(src, dst)
     if isinstance(params_or_cfg, FastRPParams):
@@ -400,7 +406,8 @@ def embed_edge_list(src, dst, weight, params_or_cfg, directed: bool | None = Non
         params = FastRPParams.from_config(params_or_cfg, len(nodes))
     w = np.ones(len(si)) if weight is None else np.asarray(weight, dtype=np.float64)
     s = adjacency(si, di, w, len(nodes), params.directed if directed is None else directed)
-    return nodes, fastrp_local(s, node_keys(nodes), params)
+    r = None if projection is None else projection(len(nodes), params)
+    return nodes, fastrp_local(s, node_keys(nodes), params, r)
 
 
 # --------------------------------------------------------------------------- estimate

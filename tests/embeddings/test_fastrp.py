@@ -22,6 +22,18 @@ def _ring_with_chords(n: int = 30) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([src, src[::3]]), np.concatenate([(src + 1) % n, (src[::3] + 7) % n])
 
 
+def _authors_formula(s: sp.csr_matrix, r: np.ndarray, params: fr.FastRPParams) -> np.ndarray:
+    """GTmac/FastRP's fastrp_projection + fastrp_merge(normalization=True) written with sklearn, for R given."""
+    degree = np.asarray(s.sum(axis=1)).ravel()
+    m = sp.diags(1.0 / degree) @ s
+    u = m @ (sp.diags(degree**params.normalization_strength) @ r)
+    expected = np.zeros_like(u)
+    for weight in params.iteration_weights:
+        expected += weight * normalize(u, norm="l2", axis=1)
+        u = m @ u
+    return scale(expected)
+
+
 def test_random_projection_entries_have_density_one_over_s_and_values_plus_minus_sqrt_s_over_d():
     # given 20,000 node keys, D = 64, s = 10
     keys = fr.node_keys(np.arange(20_000))
@@ -62,15 +74,27 @@ def test_local_engine_matches_the_authors_formula_written_with_sklearn():
     # when
     got = fr.fastrp_local(s, fr.node_keys(nodes), params)
     # then it is GTmac/FastRP's fastrp_projection + fastrp_merge(normalization=True), with our R
-    degree = np.asarray(s.sum(axis=1)).ravel()
-    m = sp.diags(1.0 / degree) @ s
     r = fr.random_projection(fr.node_keys(nodes), params.dim, params.sparsity, params.seed)
-    u = m @ (sp.diags(degree**params.normalization_strength) @ r)
-    expected = np.zeros_like(u)
-    for weight in params.iteration_weights:
-        expected += weight * normalize(u, norm="l2", axis=1)
-        u = m @ u
-    np.testing.assert_allclose(got, scale(expected), atol=1e-10)
+    np.testing.assert_allclose(got, _authors_formula(s, r, params), atol=1e-10)
+
+
+def test_local_engine_uses_a_projection_drawn_elsewhere_in_place_of_the_hash():
+    # given sklearn's SparseRandomProjection draw of R (how the authors' code draws it)
+    from sklearn.random_projection import SparseRandomProjection
+
+    src, dst = _ring_with_chords()
+    params = _params()
+    n = len(np.unique(np.concatenate([src, dst])))
+    r = SparseRandomProjection(n_components=params.dim, density=1 / 3, random_state=0).fit(
+        sp.csr_matrix((1, n))).components_.T.toarray()
+    # when it is passed to the local engine
+    _, got = fr.embed_edge_list(src, dst, None, params, projection=lambda num_nodes, _: r)
+    _, ours = fr.embed_edge_list(src, dst, None, params)
+    # then the result is the authors' formula applied to that R, and differs from the hash-derived one
+    nodes, si, di = fr.index_nodes(src, dst)
+    s = fr.adjacency(si, di, np.ones(len(si)), len(nodes), directed=False)
+    np.testing.assert_allclose(got, _authors_formula(s, r, params), atol=1e-10)
+    assert np.abs(got - ours).max() > 0.1
 
 
 def test_duplicate_edges_add_their_weights_and_an_undirected_self_loop_counts_once():
