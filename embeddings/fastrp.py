@@ -33,7 +33,7 @@ out-edges (isolated, or a sink of a directed graph) gets a non-zero embedding wh
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -392,12 +392,11 @@ def index_nodes(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def embed_edge_list(src, dst, weight, params_or_cfg, directed: bool | None = None,
-                    projection: Callable[[int, FastRPParams], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    projection: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Local engine from raw edge columns: returns (node_ids (N,), embeddings (N, D) float64).
 
     ``params_or_cfg`` is a :class:`FastRPParams` or a FastRPConfig (sparsity resolved from N).
-    ``projection``, if given, is called with (num_nodes, params) and returns the (N, D) R to use
-    for the nodes in sorted id order (see :func:`fastrp_local`).
+    ``projection``, if given, is the (N, D) R for the nodes in sorted id order (see :func:`fastrp_local`).
     """
     nodes, si, di = index_nodes(src, dst)
     if isinstance(params_or_cfg, FastRPParams):
@@ -406,8 +405,7 @@ def embed_edge_list(src, dst, weight, params_or_cfg, directed: bool | None = Non
         params = FastRPParams.from_config(params_or_cfg, len(nodes))
     w = np.ones(len(si)) if weight is None else np.asarray(weight, dtype=np.float64)
     s = adjacency(si, di, w, len(nodes), params.directed if directed is None else directed)
-    r = None if projection is None else projection(len(nodes), params)
-    return nodes, fastrp_local(s, node_keys(nodes), params, r)
+    return nodes, fastrp_local(s, node_keys(nodes), params, projection)
 
 
 # --------------------------------------------------------------------------- estimate

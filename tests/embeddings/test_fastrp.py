@@ -88,7 +88,7 @@ def test_local_engine_uses_a_projection_drawn_elsewhere_in_place_of_the_hash():
     r = SparseRandomProjection(n_components=params.dim, density=1 / 3, random_state=0).fit(
         sp.csr_matrix((1, n))).components_.T.toarray()
     # when it is passed to the local engine
-    _, got = fr.embed_edge_list(src, dst, None, params, projection=lambda num_nodes, _: r)
+    _, got = fr.embed_edge_list(src, dst, None, params, projection=r)
     _, ours = fr.embed_edge_list(src, dst, None, params)
     # then the result is the authors' formula applied to that R, and differs from the hash-derived one
     nodes, si, di = fr.index_nodes(src, dst)
