@@ -37,17 +37,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch.distributed as dist
     from torch import nn
+    from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
+    from torchrec.optim.optimizers import in_backward_optimizer_filter
 
-    from recsys.config import TrainConfig
+    from core.net import free_port
+    from core.train_config import TrainConfig, VocabLayoutConfig
     from recsys.data.batches import make_batch
     from recsys.data.synthetic import random_rows
-    from recsys.distributed.launch import free_port, process_group
+    from recsys.distributed.launch import process_group
     from recsys.distributed.sharding import attach_embedding_optimizer, plan_summary, shard_model
     from recsys.modules.ctr import build_model
     from recsys.modules.layouts import make_layout
-    from recsys.config import VocabLayoutConfig
-    from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
-    from torchrec.optim.optimizers import in_backward_optimizer_filter
 
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     features = [f"C{i + 1}" for i in range(args.tables)]

@@ -23,7 +23,7 @@ from torch import nn
 
 
 def _setup(args):
-    from recsys.config import TrainConfig, VocabLayoutConfig
+    from core.train_config import TrainConfig, VocabLayoutConfig
     from recsys.data.synthetic import random_rows
     from recsys.modules.layouts import make_layout
 
@@ -56,7 +56,7 @@ def torchrec_rank(args, out_path: str | None = None) -> float:
     from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
     from torchrec.optim.optimizers import in_backward_optimizer_filter
 
-    from recsys.distributed.sharding import attach_embedding_optimizer, sharding_constraints, shard_model
+    from recsys.distributed.sharding import attach_embedding_optimizer, shard_model, sharding_constraints
     from recsys.modules.ctr import build_model
 
     cfg, layout, data = _setup(args)
@@ -137,7 +137,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from recsys.distributed.launch import free_port, process_group, spawn
+    from core.net import free_port
+    from recsys.distributed.launch import process_group, spawn
 
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     runs = {"torchrec_1_rank": [], "plain_embedding_bag": []}

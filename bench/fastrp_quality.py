@@ -54,7 +54,7 @@ def edge_list(network: sp.csr_matrix) -> pd.DataFrame:
 
 def embed_with_spark(network: sp.csr_matrix, params: dict, master: str, workdir: Path) -> tuple[np.ndarray, dict]:
     """Write the edges to parquet, run the Spark engine with FastRPConfig fields ``params``, check it locally."""
-    from embeddings.config import FastRPConfig, SparkConfig
+    from core.config import FastRPConfig, SparkConfig
     from embeddings.fastrp_spark import run_fastrp
     from embeddings.spark import build_spark
 
@@ -136,8 +136,8 @@ def embed_with_local(network: sp.csr_matrix, params: dict, projection: str = "ha
     ``params``: FastRPConfig fields; ``projection``: "hash" (the job's R) or "sklearn" (the authors' draw).
     Returns (N, dim) float64, row i for node i of the network.
     """
+    from core.config import FastRPConfig
     from embeddings import fastrp as fr
-    from embeddings.config import FastRPConfig
 
     edges = edge_list(network)
     src, dst = edges["src"].to_numpy(), edges["dst"].to_numpy()

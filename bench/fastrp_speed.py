@@ -103,7 +103,7 @@ def run_local(path: Path, cfg, memory: PeakMemory) -> dict:
 
 def run_spark(path: Path, cfg, memory: PeakMemory, args, work: Path) -> dict:
     """The Spark engine end to end, from the Parquet file to the Delta output (session start not timed)."""
-    from embeddings.config import SparkConfig
+    from core.config import SparkConfig
     from embeddings.fastrp_spark import run_fastrp
     from embeddings.spark import build_spark
 
@@ -124,7 +124,7 @@ def run_spark(path: Path, cfg, memory: PeakMemory, args, work: Path) -> dict:
 
 def one_engine(args) -> int:
     """Child mode: one engine on one graph in this fresh process; prints its row as JSON on the last line."""
-    from embeddings.config import FastRPConfig
+    from core.config import FastRPConfig
 
     work = Path(args.workdir)
     path = work / f"edges_{args.child_size}.parquet"

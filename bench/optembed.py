@@ -43,11 +43,10 @@ def main() -> int:
     p.add_argument("--seeds", default="0", help="comma list; seeds after the first rerun only full + OptEmbed")
     p.add_argument("--out", default="bench/results/optembed")
     args = p.parse_args()
+    import torch
     from ctr_quality import ensure_synthetic
 
-    import torch
-
-    from recsys.config import TrainConfig
+    from core.train_config import TrainConfig
     from recsys.train import run_training
 
     d = ensure_synthetic(REPO / args.data_root / f"synth_{args.num_rows}", args.num_rows)

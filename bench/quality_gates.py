@@ -32,7 +32,7 @@ def main() -> None:
 
     from pyspark.sql import functions as F
 
-    from embeddings.config import QualityConfig, SparkConfig, SynthConfig
+    from core.config import QualityConfig, SparkConfig, SynthConfig
     from embeddings.quality import validate
     from embeddings.spark import build_spark
     from embeddings.synth import generate

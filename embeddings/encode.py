@@ -20,13 +20,14 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from embeddings.config import EncodeConfig
-from embeddings.io import InputError, require_columns
-from embeddings.vocabulary import MISSING_ID, OOV_ID, VOCAB_COLUMNS, check_feature_columns
+from core.config import EncodeConfig
+from core.encoding import HASH_SUFFIX, MISSING_ID, OOV_ID
+from core.errors import InputError
+from embeddings.io import require_columns
+from embeddings.vocabulary import VOCAB_COLUMNS, check_feature_columns
 
 log = logging.getLogger(__name__)
 
-HASH_SUFFIX = "_hash"
 _ROW = "__row"
 
 

@@ -40,28 +40,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from core.encoding import splitmix64
+
 # --------------------------------------------------------------------------- hashing
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # the counter step of the projection's hash stream
 _U64 = (1 << 64) - 1
-
-
-def splitmix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser of ``x + golden`` (Steele et al. 2014): a counter-based 64-bit hash.
-
-    Args:
-        x: uint64 array of any shape.
-    Returns:
-        uint64 array of the same shape; arithmetic wraps modulo 2^64.
-    """
-    x = np.asarray(x, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        z = x + _GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * _MIX1
-        z = (z ^ (z >> np.uint64(27))) * _MIX2
-        return z ^ (z >> np.uint64(31))
 
 
 def node_keys(ids: Sequence | np.ndarray | pd.Series) -> np.ndarray:

@@ -39,13 +39,14 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
-from pyspark import StorageLevel
+from pyspark import RDD, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from core.errors import InputError
 from embeddings import fastrp as fr
-from embeddings.io import InputError, WriteResult, delta_version, require_columns, write_delta
+from embeddings.io import WriteResult, delta_version, require_columns, write_delta
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,9 @@ from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
 
+from core.errors import InputError
+
 log = logging.getLogger(__name__)
-
-
-class InputError(ValueError):
-    """Input data is missing, unreadable or malformed; the message names the path or column."""
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embeddings.config import QualityConfig
-from embeddings.io import InputError
+from core.config import QualityConfig
+from core.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -371,7 +371,10 @@ def _context(docs_dir: Path | None):
     """A fresh in-memory GX context, progress bars and analytics off, Data Docs into ``docs_dir``."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
-        DataContextConfig, InMemoryStoreBackendDefaults, ProgressBarsConfig)
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
 
     sites = {}
     if docs_dir is not None:

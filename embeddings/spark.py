@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Iterator
 
-from embeddings.config import SparkConfig
+from core.config import SparkConfig
 
 log = logging.getLogger(__name__)
 

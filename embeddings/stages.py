@@ -13,11 +13,11 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from embeddings.config import PipelineConfig
+from core.config import PipelineConfig
+from core.tracking import log_delta_table, log_quality_results, mlflow_run
 from embeddings.encode import encode
 from embeddings.io import WriteResult, delta_version, is_delta_table, read_table, write_delta
 from embeddings.quality import gate
-from embeddings.tracking import log_delta_table, log_quality_results, mlflow_run
 from embeddings.vocabulary import VocabularyBuilder
 
 log = logging.getLogger(__name__)

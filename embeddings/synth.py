@@ -16,14 +16,13 @@ pruning). Run it through ``jobs/make_synthetic.py`` (the stage is ``embeddings.s
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from embeddings.config import SynthConfig
+from core.config import SynthConfig
 
 log = logging.getLogger(__name__)
 

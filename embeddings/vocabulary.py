@@ -34,15 +34,12 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from embeddings.config import VocabConfig
-from embeddings.io import InputError, require_columns
+from core.config import VocabConfig
+from core.encoding import FIRST_ID, MISSING_ID, NUM_RESERVED, OOV_ID  # noqa: F401  (MISSING_ID, OOV_ID: part of the table's contract)
+from core.errors import InputError
+from embeddings.io import require_columns
 
 log = logging.getLogger(__name__)
-
-MISSING_ID = 0
-OOV_ID = 1
-FIRST_ID = 2
-NUM_RESERVED = 2
 
 VOCAB_SCHEMA = T.StructType([
     T.StructField("feature", T.StringType(), False),

@@ -13,7 +13,7 @@ import tempfile
 def main() -> int:
     import pyspark
 
-    from embeddings.config import SparkConfig
+    from core.config import SparkConfig
     from embeddings.spark import build_spark
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,8 +10,7 @@ See embeddings/fastrp.py (maths, local engine) and embeddings/fastrp_spark.py (S
 import json
 import sys
 
-from embeddings.cli import run
-from embeddings.config import load_config
+from core.cli import load_config, run
 from embeddings.fastrp_spark import estimate_run, run_fastrp
 from embeddings.io import read_table
 from embeddings.spark import spark_session

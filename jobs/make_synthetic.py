@@ -2,8 +2,7 @@
 
 import sys
 
-from embeddings.cli import run
-from embeddings.config import load_config
+from core.cli import load_config, run
 from embeddings.spark import spark_session
 from embeddings.stages import run_synth
 

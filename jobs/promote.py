@@ -13,11 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from embeddings.cli import run
-from embeddings.config import ConfigError, load_config
-from embeddings.io import InputError
-from embeddings.tracking import mlflow_run
-from recsys.errors import InputDataError
+from core.cli import load_config, run
+from core.errors import ConfigError, InputError
+from core.tracking import mlflow_run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,21 +26,19 @@ def main(argv: list[str] | None = None) -> int:
     if not (t.export_path and t.metrics_out and Path(t.export_path).is_file() and Path(t.metrics_out).is_file()):
         raise InputError(f"train.export_path ({t.export_path}) and train.metrics_out ({t.metrics_out}) must be "
                          "files written by jobs/train_ctr.py")
-    from recsys.registry import commit_metadata, register_and_promote
+    from core.delta import commit_metadata
+    from recsys.registry import register_and_promote
 
     metrics = json.loads(Path(t.metrics_out).read_text())
     with mlflow_run(m, "promote", params={"mlflow": m, "train.export_path": t.export_path}):
-        try:
-            encoded = commit_metadata(t.input, metrics.get("input_version"))
-            decision = register_and_promote(
-                t.export_path, metrics, raw_path=encoded.get("input") or cfg.encode.input,
-                raw_version=encoded.get("input_version"), vocab_path=encoded.get("vocab") or t.vocab,
-                vocab_version=encoded.get("vocab_version", metrics.get("vocab_version")),
-                registered_model=m.registered_model, tolerance=m.promotion_tolerance,
-                champion_alias=m.champion_alias, challenger_alias=m.challenger_alias,
-                label_col=t.label_col, id_col=t.id_col)
-        except InputDataError as exc:
-            raise InputError(str(exc)) from None
+        encoded = commit_metadata(t.input, metrics.get("input_version"), what="train.input")
+        decision = register_and_promote(
+            t.export_path, metrics, raw_path=encoded.get("input") or cfg.encode.input,
+            raw_version=encoded.get("input_version"), vocab_path=encoded.get("vocab") or t.vocab,
+            vocab_version=encoded.get("vocab_version", metrics.get("vocab_version")),
+            registered_model=m.registered_model, tolerance=m.promotion_tolerance,
+            champion_alias=m.champion_alias, challenger_alias=m.challenger_alias,
+            label_col=t.label_col, id_col=t.id_col)
     print(decision.summary())
     print(f"champion: models:/{m.registered_model}@{m.champion_alias}  "
           f"challenger: models:/{m.registered_model}@{m.challenger_alias}")

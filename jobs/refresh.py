@@ -14,12 +14,11 @@ import promote
 import score
 import train_ctr
 
-from embeddings.cli import run
-from embeddings.config import load_config
+from core.cli import load_config, run
+from core.tracking import mlflow_run
 from embeddings.io import WriteResult
 from embeddings.spark import spark_session
 from embeddings.stages import run_encode, run_fastrp_stage, run_synth, run_vocab
-from embeddings.tracking import mlflow_run
 
 SPARK_STAGES = {"synth": run_synth, "vocab": run_vocab, "encode": run_encode, "fastrp": run_fastrp_stage}
 JOBS = {"train": train_ctr.main, "promote": promote.main, "score": score.main}  # each exits non-zero on failure

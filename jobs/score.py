@@ -11,12 +11,12 @@ input's id column and ``probability``; on any error the previous output stays in
 
 import sys
 
-from embeddings.cli import run
-from embeddings.config import load_config
-from embeddings.io import InputError, read_table, require_columns, write_delta
+from core.cli import load_config, run
+from core.errors import InputError
+from core.tracking import mlflow_run
+from embeddings.io import read_table, require_columns, write_delta
 from embeddings.spark import spark_session
 from embeddings.stages import checked, log_input, log_output
-from embeddings.tracking import mlflow_run
 
 
 def _resolve(uri: str) -> tuple[str, str | None]:

@@ -12,33 +12,27 @@ is added to the metrics JSON (``mlflow_run_id``), where jobs/promote.py picks it
 import os
 import sys
 
-from embeddings.cli import run
-from embeddings.config import load_config
-from embeddings.io import InputError
-from embeddings.tracking import mlflow_run
-from recsys.errors import InputDataError
+from core.cli import load_config, run
+from core.tracking import mlflow_run
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = load_config(argv, section="train", description=__doc__)
     tracked = cfg.mlflow.model_copy(update={"enabled": cfg.mlflow.enabled and os.environ.get("RANK", "0") == "0"})
     with mlflow_run(tracked, "train", params=cfg.train) as mlrun:
-        try:
-            if cfg.train.launcher == "spark":
-                from embeddings.spark import spark_session
-                from recsys.launch_spark import train_on_spark
+        if cfg.train.launcher == "spark":
+            from embeddings.spark import spark_session
+            from recsys.launch_spark import train_on_spark
 
-                with spark_session(cfg.spark):
-                    metrics = train_on_spark(cfg.train)
-            else:
-                from recsys.train import run_training
+            with spark_session(cfg.spark):
+                metrics = train_on_spark(cfg.train)
+        else:
+            from recsys.train import run_training
 
-                metrics = run_training(cfg.train)
-        except InputDataError as exc:  # recsys stays pyspark-free; the CLI maps InputError to exit code 2
-            raise InputError(str(exc)) from None
+            metrics = run_training(cfg.train)
         if metrics is not None and mlrun is not None:
             from recsys.registry import log_training_run
-            from recsys.train import write_json
+            from recsys.trainer import write_json
 
             metrics["mlflow_run_id"] = mlrun.info.run_id
             if cfg.train.metrics_out:

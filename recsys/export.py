@@ -16,7 +16,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from recsys.config import TrainConfig
+from core.train_config import TrainConfig
 from recsys.data.batches import encode_rows, make_batch
 from recsys.data.features import FeatureSpec, block_from_arrow
 from recsys.modules.ctr import build_model

@@ -6,7 +6,7 @@ executors in a barrier stage (each executor must see ``train.input``/``train.voc
 
 from __future__ import annotations
 
-from recsys.config import TrainConfig
+from core.train_config import TrainConfig
 
 
 def _distributed_entry(cfg_json: str) -> dict | None:
@@ -23,6 +23,7 @@ def train_on_spark(cfg: TrainConfig) -> dict | None:
     Needs an active SparkSession (the job opens one with ``embeddings.spark.spark_session``).
     """
     from pyspark.ml.torch.distributor import TorchDistributor
+
     from recsys.train import prepare
 
     prepare(cfg)  # bad input fails here, on the driver, before any rank starts

@@ -31,13 +31,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from recsys.config import TrainConfig
+from core.train_config import TrainConfig
 from recsys.data.batches import EncodedRows
 from recsys.data.checks import InputSummary
 from recsys.distributed.launch import process_group
 from recsys.modules.optembed import PrunedLayout, build_optembed_model
 from recsys.optembed import evolutionary_search, round_width, row_norms
-from recsys.train import CTRTrainer, write_json
+from recsys.trainer import CTRTrainer, write_json
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ No pyspark here: test rows are read from Delta with ``deltalake``.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import tempfile
 from dataclasses import asdict, dataclass
@@ -23,8 +22,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+import core
+import recsys
+from core.delta import commit_metadata, read_delta
+from core.errors import InputError
+from core.tracking import log_delta_table
 from recsys.data.splits import random_split
-from recsys.errors import InputDataError
 from recsys.metrics import auc_logloss
 from recsys.serving import CTRPyfuncModel, CTRScorer, model_signature, raw_frame
 
@@ -75,35 +78,6 @@ def should_promote(challenger_auc: float, champion_auc: float | None, tolerance:
 # --------------------------------------------------------------------------- test rows
 
 
-def commit_metadata(path: str, version: int | None) -> dict:
-    """The userMetadata JSON a job wrote into Delta commit ``version`` of ``path`` ({} if none)."""
-    from deltalake import DeltaTable
-
-    for entry in DeltaTable(path).history():
-        if version is None or entry.get("version") == version:
-            try:
-                return json.loads(entry.get("userMetadata") or "{}")
-            except json.JSONDecodeError:
-                return {}
-    return {}
-
-
-def read_delta(path: str, version: int | None = None, columns: list[str] | None = None, what: str = "table") -> pa.Table:
-    """A Delta table (at ``version``) as Arrow; InputDataError naming ``what`` if it is not there."""
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        table = DeltaTable(path, version=version)
-    except (TableNotFoundError, FileNotFoundError, OSError) as exc:
-        raise InputDataError(f"{what}: no Delta table at {path!r} (version {version}): {exc}") from None
-    names = table.schema().to_arrow().names
-    missing = [c for c in columns or [] if c not in names]
-    if missing:
-        raise InputDataError(f"{what} {path!r}: missing column(s) {missing} (columns: {names})")
-    return table.to_pyarrow_table(columns=columns)
-
-
 def in_test_split(table: pa.Table, split: dict, id_col: str) -> np.ndarray:
     """(N,) bool: the rows of a raw table in the trainer's test split (its recorded ``split`` record)."""
     if split.get("kind") == "random":
@@ -114,7 +88,7 @@ def in_test_split(table: pa.Table, split: dict, id_col: str) -> np.ndarray:
         us = int((start - dt.datetime(1970, 1, 1)).total_seconds() * 1_000_000)
         ts = table.column(split["time_col"]).cast(pa.timestamp("us")).cast(pa.int64()).fill_null(-1)
         return ts.to_numpy(zero_copy_only=False) >= us
-    raise InputDataError(f"unknown split record {split!r} in the training metrics")
+    raise InputError(f"unknown split record {split!r} in the training metrics")
 
 
 def read_test_rows(raw_path: str, raw_version: int | None, split: dict, id_col: str,
@@ -124,7 +98,7 @@ def read_test_rows(raw_path: str, raw_version: int | None, split: dict, id_col: 
     table = read_delta(raw_path, raw_version, cols, what="raw click log")
     rows = table.filter(pa.array(in_test_split(table, split, id_col)))
     if rows.num_rows == 0:
-        raise InputDataError(f"raw click log {raw_path!r} (version {raw_version}) has no rows in the test split {split}")
+        raise InputError(f"raw click log {raw_path!r} (version {raw_version}) has no rows in the test split {split}")
     return rows
 
 
@@ -165,10 +139,11 @@ def log_ctr_model(export_path: str, vocab_parquet: str, input_example, *, regist
     from recsys.export import load_exported
 
     spec = load_exported(export_path).spec
-    code = str(Path(__file__).resolve().parent)  # ship this package: the model loads with the code it was built with
+    # Ship recsys and core: the model loads with the code it was built with.
+    code = [str(Path(recsys.__file__).resolve().parent), str(Path(core.__file__).resolve().parent)]
     return mlflow.pyfunc.log_model(
         name=MODEL_ARTIFACT, python_model=CTRPyfuncModel(), artifacts={"model": export_path, "vocab": vocab_parquet},
-        code_paths=[code], signature=model_signature(spec), input_example=input_example,
+        code_paths=code, signature=model_signature(spec), input_example=input_example,
         pip_requirements=pip_requirements(), registered_model_name=registered_model_name, tags=tags)
 
 
@@ -180,12 +155,12 @@ def score_auc(model_uri: str, rows: pa.Table, label_col: str) -> float:
     names = model.metadata.get_input_schema().input_names()
     missing = [c for c in names if c not in rows.column_names]
     if missing:
-        raise InputDataError(f"{model_uri} needs column(s) {missing} that the test rows lack")
+        raise InputError(f"{model_uri} needs column(s) {missing} that the test rows lack")
     probs = model.predict(raw_frame(rows, names))["probability"].to_numpy()
     labels = rows.column(label_col).to_numpy(zero_copy_only=False)
     auc = auc_logloss(labels, probs)["auc"]
     if auc is None:
-        raise InputDataError(f"test rows hold a single class in '{label_col}': AUC is undefined")
+        raise InputError(f"test rows hold a single class in '{label_col}': AUC is undefined")
     return auc
 
 
@@ -213,7 +188,7 @@ def promote(client, name: str, version: str, rows: pa.Table, label_col: str, *, 
     if champion is not None and champion_version != version:
         try:
             champion_auc = score_auc(f"models:/{name}/{champion_version}", rows, label_col)
-        except InputDataError as exc:  # e.g. the features changed: the old champion cannot score the new rows
+        except InputError as exc:  # e.g. the features changed: the old champion cannot score the new rows
             reason_prefix = f"champion v{champion_version} cannot score this run's test rows ({exc}); "
     promoted, reason = should_promote(challenger_auc, champion_auc, tolerance)
     if champion is not None and champion_version == version:
@@ -345,8 +320,6 @@ def log_training_run(metrics: dict, train_cfg) -> None:
     """Log a finished training run to the active MLflow run: metrics, curves, plot, JSON, plan, lineage."""
     import mlflow
     from mlflow.entities import Metric
-
-    from embeddings.tracking import log_delta_table
 
     run = mlflow.active_run()
     if run is None:

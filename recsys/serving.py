@@ -20,28 +20,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recsys.data.features import HASH_SUFFIX, FeatureSpec
+from core.encoding import HASH_SUFFIX, MISSING_ID, OOV_ID, spark_xxhash64
+from recsys.data.features import FeatureSpec
 
-# Mirrors embeddings.vocabulary.MISSING_ID / OOV_ID (not imported: that module imports pyspark).
-MISSING_ID = 0
-OOV_ID = 1
-SPARK_XXHASH64_SEED = 42  # Spark's XxHash64 default seed (org.apache.spark.sql.catalyst.expressions.XxHash64)
 PROBABILITY_COL = "probability"
-
-
-def spark_xxhash64(values: Sequence[str]) -> np.ndarray:
-    """Spark's ``xxhash64(s)`` of each string: XXH64 of its UTF-8 bytes, seed 42, as a signed int64.
-
-    Args:
-        values: U non-null strings.
-    Returns:
-        (U,) int64, equal to ``F.xxhash64(F.col(c).cast("string"))`` on the same strings.
-    """
-    import xxhash
-
-    h = np.fromiter((xxhash.xxh64_intdigest(v.encode("utf-8"), seed=SPARK_XXHASH64_SEED) for v in values),
-                    dtype=np.uint64, count=len(values))
-    return h.view(np.int64)
 
 
 def _as_string_array(values) -> pa.Array:

@@ -1,4 +1,4 @@
-"""CTR training on ranks: data share -> sharded model -> fused + dense optimisers -> eval, checkpoint, export.
+"""CTR training job on ranks: checks in the calling process, then :func:`train_rank` on every rank.
 
 ``run_training(cfg)`` is what the job calls: it checks the inputs in the calling process (so bad
 input fails before any rank starts), then runs :func:`train_rank` in this process (under torchrun
@@ -7,7 +7,6 @@ or TorchDistributor, or when ``world_size`` is 1) or in ``world_size`` spawned r
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import os
@@ -15,263 +14,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.distributed as dist
-from torch import nn
-from tqdm import tqdm
 
-from recsys.config import TrainConfig
-from recsys.data.batches import EncodedRows, encode_rows, make_batch, batch_indices
+from core.net import free_port
+from core.train_config import TrainConfig
 from recsys.data.checks import InputSummary, check_inputs, check_memory_budget
-from recsys.data.features import ROW_INDEX, block_from_arrow, concat_blocks, select_rows, timestamps_us
-from recsys.data.reader import DeltaSource
-from recsys.data.splits import SPLITS, random_split, time_cutoffs, time_split
-from recsys.distributed.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from recsys.distributed.launch import free_port, process_group, resolve_backend, spawn, under_launcher
-from recsys.distributed.sharding import (attach_embedding_optimizer, full_state_dict, load_full_state_dict,
-                                         plan_summary, shard_model, sharding_constraints)
-from recsys.errors import InputDataError
-from recsys.export import save_exported
+from recsys.distributed.launch import process_group, resolve_backend, spawn, under_launcher
+from recsys.distributed.sharding import plan_summary, sharding_constraints
 from recsys.metrics import auc_logloss
-from recsys.modules.ctr import build_model
-from recsys.modules.layouts import EmbeddingLayout, make_layout
+from recsys.optembed_train import optembed_rank
+from recsys.trainer import CTRTrainer, make_run_layout, oracle_auc, write_json
 
 log = logging.getLogger(__name__)
-
-
-def make_run_layout(cfg: TrainConfig, summary: InputSummary) -> EmbeddingLayout:
-    return make_layout(cfg.layout, list(summary.spec.sparse), summary.vocab_sizes, cfg.embedding_dim, cfg.seed)
-
-
-def load_rank_data(cfg: TrainConfig, summary: InputSummary, layout: EmbeddingLayout, rank: int,
-                   world_size: int) -> tuple[dict[str, EncodedRows], dict]:
-    """This rank's share of the encoded table, split into train/valid/test and mapped through ``layout``.
-
-    Returns:
-        ({split: rows}, split record with the kind, fractions and time cutoffs if any).
-    """
-    spec = summary.spec
-    src = DeltaSource(cfg.input, what="input")
-    cols = [spec.label_col, *spec.dense, *spec.sparse] + ([] if spec.id_col == ROW_INDEX else [spec.id_col])
-    if layout.uses_hash:
-        cols += [f + "_hash" for f in spec.sparse]
-    time_col = cfg.split.time_col if cfg.split.kind == "time" else None
-    if time_col:
-        cols.append(time_col)
-    blocks = [block_from_arrow(t, spec, with_hash=layout.uses_hash, time_col=time_col)
-              for t in src.iter_tables(cols, rank, world_size, cfg.read_batch_rows,
-                                       row_index=ROW_INDEX if spec.id_col == ROW_INDEX else None)]
-    raw = concat_blocks(blocks, spec)
-    split = cfg.split
-    record: dict = {"kind": split.kind, "valid_fraction": split.valid_fraction, "test_fraction": split.test_fraction,
-                    "input_version": src.version}
-    if split.kind == "random":
-        code = random_split(raw.event_id, cfg.seed, split.valid_fraction, split.test_fraction)
-        record["seed"] = cfg.seed
-    else:
-        all_ts = timestamps_us(src.read_column(time_col))
-        valid_start, test_start = time_cutoffs(all_ts, split.valid_fraction, split.test_fraction)
-        code = time_split(raw.ts, valid_start, test_start)
-        record.update(time_col=time_col, valid_start=_iso(valid_start), test_start=_iso(test_start))
-    data = {name: encode_rows(select_rows(raw, np.flatnonzero(code == i)), layout) for i, name in enumerate(SPLITS)}
-    return data, record
-
-
-def _iso(us: int) -> str:
-    return (dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=us)).isoformat()
-
-
-def _allreduce(value: float, op) -> float:
-    t = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(t, op=op)
-    return float(t.item())
-
-
-class CTRTrainer:
-    """One rank's training state: the sharded model, its optimisers and its data share.
-
-    Build with :meth:`setup` (collective: every rank must call it), then :meth:`train`,
-    :meth:`evaluate`, :meth:`save`/:meth:`restore`, :meth:`export`.
-    """
-
-    def __init__(self, cfg: TrainConfig, summary: InputSummary, *, rank: int, world_size: int, device: torch.device):
-        self.cfg = cfg
-        self.summary = summary
-        self.rank = rank
-        self.world_size = world_size
-        self.device = device
-
-    def setup(self, data: dict[str, EncodedRows] | None = None, split_record: dict | None = None) -> "CTRTrainer":
-        cfg = self.cfg
-        self.layout_ = self._make_layout()
-        if data is None:
-            data, split_record = load_rank_data(cfg, self.summary, self.layout_, self.rank, self.world_size)
-        self.data_, self.split_record_ = data, split_record or {}
-        spec = self.summary.spec
-        plain = self._build_model("cpu", seed=cfg.seed)
-        meta = self._build_model("meta")
-        attach_embedding_optimizer(meta, cfg.embedding_optimizer, cfg.embedding_lr)
-        constraints = sharding_constraints([t.name for t in self.layout_.tables], cfg.sharding_types, cfg.device)
-        self.model_, self.plan_ = shard_model(meta, world_size=self.world_size, device=self.device,
-                                              constraints=constraints, batch_size=cfg.batch_size)
-        load_full_state_dict(self.model_, self._initial_state(plain))
-        del plain
-        self.optimizer_ = self._optimizer()
-        self.progress_ = {"epoch": 0, "step_in_epoch": 0, "global_step": 0}
-        if self.rank == 0:
-            log.info("sharding plan:\n%s", self.plan_)
-        return self
-
-    # Hooks a variant trainer (e.g. recsys.optembed_train) overrides: layout, model, initial weights, loss.
-    def _make_layout(self) -> EmbeddingLayout:
-        return make_run_layout(self.cfg, self.summary)
-
-    def _build_model(self, device: str, seed: int | None = None) -> nn.Module:
-        return build_model(self.cfg, self.layout_, self.summary.spec.num_dense_inputs, device, seed=seed)
-
-    def _initial_state(self, plain: nn.Module) -> dict[str, torch.Tensor]:
-        return plain.state_dict()
-
-    def _loss(self, logits: torch.Tensor, batch, loss_fn) -> torch.Tensor:
-        return loss_fn(logits, batch.labels)
-
-    def _optimizer(self):
-        from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
-        from torchrec.optim.optimizers import in_backward_optimizer_filter
-
-        cls = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}[self.cfg.dense_optimizer]
-        lr = self.cfg.dense_lr
-        self.dense_optimizer_ = KeyedOptimizerWrapper(
-            dict(in_backward_optimizer_filter(self.model_.named_parameters())), lambda params: cls(params, lr=lr))
-        return CombinedOptimizer([self.model_.fused_optimizer, self.dense_optimizer_])
-
-    # ------------------------------------------------------------------ training
-    def steps_per_epoch(self) -> int:
-        local = len(self.data_["train"]) // self.cfg.batch_size
-        steps = int(_allreduce(local, dist.ReduceOp.MIN))
-        if steps == 0:
-            raise InputDataError(f"a rank has fewer than batch_size={self.cfg.batch_size} training rows "
-                                 f"({len(self.data_['train'])} on rank {self.rank}); lower train.batch_size")
-        return steps
-
-    def train(self, max_steps: int | None = None) -> dict:
-        """Train until ``cfg.epochs`` or ``max_steps`` global steps; returns losses and examples/second."""
-        cfg = self.cfg
-        max_steps = max_steps if max_steps is not None else cfg.max_steps
-        steps = self.steps_per_epoch()
-        loss_fn = nn.BCEWithLogitsLoss()
-        self.model_.train()
-        losses: list[float] = []
-        examples, seconds = 0, 0.0
-        p = self.progress_
-        while p["epoch"] < cfg.epochs and (max_steps is None or p["global_step"] < max_steps):
-            batches = batch_indices(len(self.data_["train"]), cfg.batch_size, seed=cfg.seed, epoch=p["epoch"],
-                                    rank=self.rank)[:steps]
-            bar = tqdm(total=steps, initial=p["step_in_epoch"], desc=f"epoch {p['epoch']}", unit="batch",
-                       disable=not (cfg.progress and self.rank == 0), leave=False)
-            start = time.perf_counter()
-            while p["step_in_epoch"] < steps and (max_steps is None or p["global_step"] < max_steps):
-                batch = make_batch(self.data_["train"], batches[p["step_in_epoch"]]).to(self.device)
-                logits = self.model_(batch.dense, batch.sparse)
-                loss = self._loss(logits, batch, loss_fn)
-                self.optimizer_.zero_grad()
-                loss.backward()
-                self.optimizer_.step()
-                losses.append(float(loss.detach()))
-                p["step_in_epoch"] += 1
-                p["global_step"] += 1
-                examples += cfg.batch_size * self.world_size
-                if cfg.checkpoint_every and p["global_step"] % cfg.checkpoint_every == 0:
-                    seconds += time.perf_counter() - start
-                    self.save()
-                    start = time.perf_counter()
-                bar.update(1)
-                if bar.n % 20 == 0 or bar.n == steps:
-                    el = seconds + time.perf_counter() - start
-                    bar.set_postfix(loss=f"{losses[-1]:.4f}", ex_s=f"{examples / max(el, 1e-9):,.0f}")
-            seconds += time.perf_counter() - start
-            bar.close()
-            if p["step_in_epoch"] >= steps:
-                p["epoch"] += 1
-                p["step_in_epoch"] = 0
-        return {"losses": losses, "examples": examples, "seconds": seconds,
-                "examples_per_second": examples / seconds if seconds > 0 else None}
-
-    # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
-    def predict_split(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """Click probabilities of every row of ``split`` on all ranks, gathered on rank 0 (None elsewhere).
-
-        Every rank runs the same number of fixed-size batches (sharded lookups are collective); short
-        batches are padded with repeated rows whose outputs are dropped.
-        """
-        rows = self.data_[split]
-        bs = self.cfg.eval_batch_size
-        filler = rows if len(rows) else self.data_["train"]
-        chunks = [np.arange(i, min(i + bs, len(rows))) for i in range(0, len(rows), bs)]
-        n_batches = int(_allreduce(len(chunks), dist.ReduceOp.MAX))
-        self.model_.eval()
-        probs = []
-        for i in range(n_batches):
-            idx = chunks[i] if i < len(chunks) else np.zeros(0, np.int64)
-            padded = np.resize(idx, bs) if len(idx) else np.zeros(bs, np.int64)
-            batch = make_batch(rows if len(idx) else filler, padded).to(self.device)
-            out = torch.sigmoid(self.model_(batch.dense, batch.sparse)).float().cpu().numpy()
-            probs.append(out[: len(idx)])
-        self.model_.train()
-        local = (np.concatenate(probs) if probs else np.zeros(0, np.float32), rows.label, rows.event_id)
-        gathered: list = [None] * self.world_size
-        dist.all_gather_object(gathered, local)
-        if self.rank != 0:
-            return None
-        return tuple(np.concatenate([g[k] for g in gathered]) for k in range(3))
-
-    def evaluate(self, split: str) -> dict | None:
-        out = self.predict_split(split)
-        if out is None:
-            return None
-        probs, labels, ids = out
-        return {**auc_logloss(labels, probs), "rows": int(len(labels))}
-
-    # ------------------------------------------------------------------ persistence
-    def save(self) -> str:
-        return save_checkpoint(self.cfg.checkpoint_dir, self.model_, self.optimizer_, self.progress_)
-
-    def restore(self, path: str | None = None) -> bool:
-        path = path or latest_checkpoint(self.cfg.checkpoint_dir)
-        if path is None:
-            return False
-        # Adam's state is created lazily at its first step; make it exist so the checkpoint can fill it.
-        self.dense_optimizer_.init_state()
-        self.progress_ = load_checkpoint(path, self.model_, self.optimizer_)
-        return True
-
-    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
-        return full_state_dict(self.model_)
-
-    def export(self, path: str) -> None:
-        """Write the consolidated, non-distributed model (rank 0; collective gather)."""
-        state = self.full_state_dict()
-        if self.rank == 0:
-            save_exported(path, self.cfg, self.layout_, self.summary.spec, state)
-
-
-def oracle_auc(path: str, event_ids: np.ndarray, labels: np.ndarray) -> float | None:
-    """AUC of the generator's true probabilities on exactly these rows (the best any model can do)."""
-    import pyarrow as pa
-
-    src = DeltaSource(path, what="oracle")
-    table = pa.concat_tables(list(src.iter_tables(["event_id", "p_true"])))
-    ids = table.column("event_id").to_numpy()
-    p = table.column("p_true").to_numpy()
-    order = np.argsort(ids)
-    pos = np.searchsorted(ids[order], event_ids)
-    pos = np.clip(pos, 0, len(ids) - 1)
-    found = ids[order][pos] == event_ids
-    if not found.all():
-        log.warning("oracle lacks %d of %d test rows", int((~found).sum()), len(event_ids))
-    return auc_logloss(labels[found], p[order][pos][found])["auc"]
 
 
 def train_rank(cfg: TrainConfig, summary: InputSummary) -> dict | None:
@@ -279,8 +33,6 @@ def train_rank(cfg: TrainConfig, summary: InputSummary) -> dict | None:
     backend = resolve_backend(cfg.backend, cfg.device)
     torch.set_num_threads(cfg.num_threads or int(os.environ.get("OMP_NUM_THREADS", 1)))
     if cfg.optembed.enabled:
-        from recsys.optembed_train import optembed_rank
-
         return optembed_rank(cfg, summary, backend)
     with process_group(backend, cfg.device) as (rank, world, device):
         trainer = CTRTrainer(cfg, summary, rank=rank, world_size=world, device=device).setup()
@@ -320,15 +72,6 @@ def train_rank(cfg: TrainConfig, summary: InputSummary) -> dict | None:
         if cfg.metrics_out:
             write_json(cfg.metrics_out, metrics)
         return metrics
-
-
-def write_json(path: str, obj: dict) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-    os.replace(tmp, path)
 
 
 def _spawned_rank(cfg: TrainConfig, summary: InputSummary, result_path: str) -> None:

@@ -16,7 +16,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     """A local[2] SparkSession with Delta, UI off, few shuffle partitions; kept for the run."""
-    from embeddings.config import SparkConfig
+    from core.config import SparkConfig
     from embeddings.spark import build_spark
 
     os.environ["EMBEDDINGS_KEEP_SPARK"] = "1"  # jobs called in-process must not stop the shared session

@@ -1,6 +1,6 @@
 """Everything checked before training starts: table shape, labels, id ranges, vocabulary, memory budget.
 
-Each check raises :class:`InputDataError` (or ``ConfigError`` for the memory budget) naming the
+Each check raises :class:`InputError` (or ``ConfigError`` for the memory budget) naming the
 column, feature or table, with the offending values quoted.
 """
 
@@ -10,21 +10,22 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from recsys.data.features import HASH_SUFFIX, FeatureSpec, resolve_feature_spec
+from core.encoding import HASH_SUFFIX
+from core.errors import ConfigError, InputError
+from recsys.data.features import FeatureSpec, resolve_feature_spec
 from recsys.data.reader import DeltaSource, distinct_values, scan_min_max
-from recsys.errors import InputDataError
 
 
 def vocab_sizes(path: str, features: list[str]) -> dict[str, int]:
     """Table size of each feature from the vocabulary table: max(id) + 1, or 2 (ids 0/1 only) without rows.
 
     Raises:
-        InputDataError: no vocabulary table, columns missing, or ids 0/1 (reserved) used by a value.
+        InputError: no vocabulary table, columns missing, or ids 0/1 (reserved) used by a value.
     """
     src = DeltaSource(path, what="vocab")
     for col in ("feature", "id"):
         if col not in src.schema.names:
-            raise InputDataError(f"vocab table {path!r}: column '{col}' is missing (columns: {src.schema.names})")
+            raise InputError(f"vocab table {path!r}: column '{col}' is missing (columns: {src.schema.names})")
     tables = list(src.iter_tables(["feature", "id"]))
     sizes = {f: 2 for f in features}
     if not tables:
@@ -35,7 +36,7 @@ def vocab_sizes(path: str, features: list[str]) -> dict[str, int]:
                          agg.column("id_min").to_pylist()):
         if f in sizes:
             if lo is not None and lo < 2:
-                raise InputDataError(f"vocab table {path!r}: feature '{f}' uses reserved id {lo} (ids 0 and 1 are "
+                raise InputError(f"vocab table {path!r}: feature '{f}' uses reserved id {lo} (ids 0 and 1 are "
                                      "missing/OOV and have no rows)")
             sizes[f] = max(2, int(hi) + 1)
     return sizes
@@ -56,42 +57,42 @@ def check_inputs(cfg) -> InputSummary:
     """Run every data check of ``cfg`` (a ``TrainConfig``) before any rank trains.
 
     Raises:
-        InputDataError: empty table, missing column, label not in {0, 1}, id out of range for its table.
+        InputError: empty table, missing column, label not in {0, 1}, id out of range for its table.
     """
     src = DeltaSource(cfg.input, what="input")
     if src.num_rows == 0:
-        raise InputDataError(f"input table {cfg.input!r} has no rows")
+        raise InputError(f"input table {cfg.input!r} has no rows")
     spec = resolve_feature_spec(src.schema, dense=cfg.dense_features, sparse=cfg.sparse_features,
                                 label_col=cfg.label_col, id_col=cfg.id_col, what=f"input table {cfg.input!r}")
     if cfg.split.kind == "time" and cfg.split.time_col not in src.schema.names:
-        raise InputDataError(f"input table {cfg.input!r}: split time column '{cfg.split.time_col}' is missing")
+        raise InputError(f"input table {cfg.input!r}: split time column '{cfg.split.time_col}' is missing")
     hashed = cfg.layout.kind != "vocab"
     if hashed:
         for f in spec.sparse:
             if f + HASH_SUFFIX not in src.schema.names:
-                raise InputDataError(f"input table {cfg.input!r}: layout '{cfg.layout.kind}' needs column "
+                raise InputError(f"input table {cfg.input!r}: layout '{cfg.layout.kind}' needs column "
                                      f"'{f}{HASH_SUFFIX}' (raw-value hashes of '{f}')")
     if cfg.oracle:
         osrc = DeltaSource(cfg.oracle, what="oracle")
         missing = {"event_id", "p_true"} - set(osrc.schema.names)
         if missing:
-            raise InputDataError(f"oracle table {cfg.oracle!r}: columns {sorted(missing)} are missing")
+            raise InputError(f"oracle table {cfg.oracle!r}: columns {sorted(missing)} are missing")
     vsrc_version = DeltaSource(cfg.vocab, what="vocab").version
     sizes = vocab_sizes(cfg.vocab, list(spec.sparse))
     stats = scan_min_max(src, [spec.label_col] + list(spec.sparse))
     lo, hi, nulls = stats[spec.label_col]
     if nulls or lo < 0 or hi > 1:
         bad = [v for v in distinct_values(src, spec.label_col) if v not in (0, 1)]
-        raise InputDataError(f"input table {cfg.input!r}: column '{spec.label_col}' must be 0 or 1; found "
+        raise InputError(f"input table {cfg.input!r}: column '{spec.label_col}' must be 0 or 1; found "
                              f"{bad[:5]}" + (f" and {nulls} nulls" if nulls else ""))
     for f in spec.sparse:
         lo, hi, _ = stats[f]
         if lo is None:
             continue
         if lo < 0:
-            raise InputDataError(f"input table {cfg.input!r}: column '{f}' has negative id {lo}")
+            raise InputError(f"input table {cfg.input!r}: column '{f}' has negative id {lo}")
         if hi >= sizes[f]:
-            raise InputDataError(
+            raise InputError(
                 f"input table {cfg.input!r}: column '{f}' has id {hi} but the vocabulary table {cfg.vocab!r} sizes "
                 f"table '{f}' at {sizes[f]} rows (ids 0..{sizes[f] - 1}): vocabulary and encoded table do not match")
     return InputSummary(spec, sizes, src.num_rows, src.version, vsrc_version)
@@ -101,8 +102,6 @@ def check_memory_budget(layout, optimizer: str, max_bytes: int | None) -> dict[s
     """Bytes of the layout's tables (+ optimizer state); ConfigError when over ``max_bytes``, naming the largest tables."""
     need = layout.embedding_bytes(optimizer)
     if max_bytes is not None and need["total"] > max_bytes:
-        from embeddings.config import ConfigError
-
         biggest = sorted(layout.tables, key=lambda t: -t.num_embeddings * t.embedding_dim)[:3]
         names = ", ".join(f"'{t.name}' ({t.num_embeddings} x {t.embedding_dim})" for t in biggest)
         raise ConfigError(f"train.max_embedding_bytes={max_bytes}: the '{layout.kind}' tables need {need['total']} "

@@ -20,9 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recsys.errors import InputDataError
+from core.encoding import HASH_SUFFIX
+from core.errors import InputError
 
-HASH_SUFFIX = "_hash"
 ROW_INDEX = "__row_index"
 _DENSE_RE = re.compile(r"^I\d+$")
 _SPARSE_RE = re.compile(r"^C\d+$")
@@ -62,11 +62,11 @@ def resolve_feature_spec(schema: pa.Schema, *, dense: list[str] | None, sparse: 
     """Pick the dense/sparse columns (config, or defaults: ``I<n>`` dense; ``C<n>`` and array<int> sparse).
 
     Raises:
-        InputDataError: a configured or required column is missing or has the wrong type.
+        InputError: a configured or required column is missing or has the wrong type.
     """
     names = schema.names
     if label_col not in names:
-        raise InputDataError(f"{what}: label column '{label_col}' is missing (columns: {names})")
+        raise InputError(f"{what}: label column '{label_col}' is missing (columns: {names})")
     if id_col not in names:  # e.g. raw Criteo files: the row's position in the table stands in for the id
         id_col = ROW_INDEX
     if dense is None:
@@ -77,22 +77,22 @@ def resolve_feature_spec(schema: pa.Schema, *, dense: list[str] | None, sparse: 
         sparse = sorted((c for c in names if _SPARSE_RE.match(c)), key=_natural_key) + arrays
     for col in list(dense) + list(sparse):
         if col not in names:
-            raise InputDataError(f"{what}: configured feature column '{col}' is missing (columns: {names})")
+            raise InputError(f"{what}: configured feature column '{col}' is missing (columns: {names})")
     for col in dense:
         t = schema.field(col).type
         if not (pa.types.is_floating(t) or pa.types.is_integer(t)):
-            raise InputDataError(f"{what}: dense column '{col}' must be numeric, got {t}")
+            raise InputError(f"{what}: dense column '{col}' must be numeric, got {t}")
     multi = set()
     for col in sparse:
         t = schema.field(col).type
         if pa.types.is_list(t) or pa.types.is_large_list(t):
             if not pa.types.is_integer(t.value_type):
-                raise InputDataError(f"{what}: sparse column '{col}' must hold integer ids, got {t}")
+                raise InputError(f"{what}: sparse column '{col}' must hold integer ids, got {t}")
             multi.add(col)
         elif not pa.types.is_integer(t):
-            raise InputDataError(f"{what}: sparse column '{col}' must hold integer vocabulary ids, got {t}")
+            raise InputError(f"{what}: sparse column '{col}' must hold integer vocabulary ids, got {t}")
     if not sparse:
-        raise InputDataError(f"{what}: no sparse feature columns (C<n> or array<int>) found in {names}")
+        raise InputError(f"{what}: no sparse feature columns (C<n> or array<int>) found in {names}")
     return FeatureSpec(dense=tuple(dense), sparse=tuple(sparse), multi_valued=frozenset(multi),
                        label_col=label_col, id_col=id_col)
 
@@ -163,7 +163,7 @@ def _jagged(table: pa.Table, name: str, multi: bool, with_hash: bool) -> Jagged:
         harr = _column(table, hcol)
         hlen = pc.list_value_length(harr).fill_null(0).to_numpy(zero_copy_only=False)
         if not np.array_equal(hlen, lengths):
-            raise InputDataError(f"column '{hcol}' has different list lengths than '{name}'")
+            raise InputError(f"column '{hcol}' has different list lengths than '{name}'")
         hashes = pc.list_flatten(harr).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
     return Jagged(offsets, ids, hashes)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recsys.errors import InputDataError
+from core.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class DeltaSource:
     """The current snapshot of a Delta table: its version, files, row groups and Arrow schema.
 
     Raises:
-        InputDataError: no Delta table at ``path``, a partitioned table, or a table with no files.
+        InputError: no Delta table at ``path``, a partitioned table, or a table with no files.
     """
 
     def __init__(self, path: str, what: str = "input", order_by: str | None = "event_id"):
@@ -47,10 +47,10 @@ class DeltaSource:
         try:
             table = DeltaTable(path)
         except (TableNotFoundError, FileNotFoundError, OSError) as exc:
-            raise InputDataError(f"{what}: no Delta table at {path!r} ({exc})") from None
+            raise InputError(f"{what}: no Delta table at {path!r} ({exc})") from None
         self.version = table.version()
         if table.metadata().partition_columns:
-            raise InputDataError(f"{what}: partitioned Delta tables are not supported ({path!r} is partitioned by "
+            raise InputError(f"{what}: partitioned Delta tables are not supported ({path!r} is partitioned by "
                                  f"{table.metadata().partition_columns})")
         self.files = _ordered_files(table, order_by)
         self.row_groups: list[RowGroup] = []

@@ -7,23 +7,18 @@ nccl on CUDA (``backend: auto``).
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable
 from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
 
+from core.net import free_port
+
 
 def under_launcher() -> bool:
     """True when a launcher (torchrun, TorchDistributor) already set RANK/WORLD_SIZE/MASTER_* for this process."""
     return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def resolve_backend(backend: str, device: str) -> str:

@@ -14,6 +14,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 
+from core.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 CPU_SHARDING_TYPES = ("data_parallel", "table_wise", "column_wise", "table_column_wise")
@@ -40,7 +42,6 @@ def attach_embedding_optimizer(model: nn.Module, name: str, lr: float) -> None:
 def sharding_constraints(table_names: list[str], allowed: dict[str, list[str]], device: str):
     """Planner constraints: ``allowed[table]`` or ``allowed['*']``; on CPU, types the backend lacks are errors."""
     from torchrec.distributed.planner.types import ParameterConstraints
-    from embeddings.config import ConfigError
 
     unknown = set(allowed) - set(table_names) - {"*"}
     if unknown:

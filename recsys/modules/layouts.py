@@ -4,7 +4,7 @@ Three layouts (``F`` features, ``D`` = ``embedding_dim``):
 
 * ``vocab``: one table per feature with ``num_embeddings`` = its vocabulary size; the row is the
   vocabulary id (0 missing, 1 OOV: every unseen value shares row 1).
-* ``hashed``: one table per feature; the row is ``mix64(raw_hash, salt_f) mod rows_f``, with
+* ``hashed``: one table per feature; the row is ``splitmix64(raw_hash, salt_f) mod rows_f``, with
   ``sum rows_f ~ total_rows`` split in proportion to the vocabulary sizes.
 * ``unified`` (Coleman et al., NeurIPS 2023, "feature multiplexing"): one shared table of
   ``total_rows`` rows; feature ``f`` makes ``k_f`` lookups (chunks) with distinct salts and its
@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from core.errors import ConfigError
 from recsys.data.hashing import feature_salt, hash_to_rows
 
 CHUNK_SEP = "@"
@@ -148,7 +149,6 @@ def make_layout(cfg, features: list[str], vocab_sizes: dict[str, int], embedding
     if cfg.kind == "unified":
         unknown = set(cfg.chunks) - set(features)
         if unknown:
-            from embeddings.config import ConfigError
 
             raise ConfigError(f"train.layout.chunks names features that are not sparse features: {sorted(unknown)}")
         keys, sources, groups = [], [], []

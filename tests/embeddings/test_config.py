@@ -3,8 +3,10 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from embeddings.config import ConfigError, load_config
+from core.cli import load_config
+from core.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -77,5 +79,5 @@ def test_malformed_set_pair_is_rejected():
 
 def test_config_is_frozen():
     cfg = load_config([], section="vocab")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.vocab.min_count = 5

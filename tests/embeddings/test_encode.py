@@ -3,9 +3,9 @@
 import pytest
 from pyspark.sql import functions as F
 
-from embeddings.config import EncodeConfig
+from core.config import EncodeConfig
+from core.errors import InputError
 from embeddings.encode import encode
-from embeddings.io import InputError
 from embeddings.vocabulary import MISSING_ID, OOV_ID, VocabularyModel
 
 

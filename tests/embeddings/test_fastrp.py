@@ -7,8 +7,8 @@ import pytest
 import scipy.sparse as sp
 from sklearn.preprocessing import normalize, scale
 
+from core.config import FastRPConfig
 from embeddings import fastrp as fr
-from embeddings.config import FastRPConfig
 
 
 def _params(**kw) -> fr.FastRPParams:

@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.cli import run
+from core.config import FastRPConfig
+from core.errors import InputError
 from embeddings import fastrp as fr
-from embeddings.cli import run
-from embeddings.config import FastRPConfig
 from embeddings.fastrp_spark import run_fastrp, runs_path
-from embeddings.io import InputError, delta_version
+from embeddings.io import delta_version
 
 JOB = Path(__file__).resolve().parents[2] / "jobs" / "fastrp.py"
 TOLERANCE = 1e-5  # Spark stores X/E as float32 between stages; the reference is float64 throughout

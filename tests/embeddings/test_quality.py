@@ -8,8 +8,8 @@ import math
 import pandas as pd
 import pytest
 
-from embeddings.config import QualityConfig
-from embeddings.io import InputError
+from core.config import QualityConfig
+from core.errors import InputError
 from embeddings.quality import DataQualityError, build_suite, gate, id_stability_frame, validate
 
 NAN, INF = math.nan, math.inf

@@ -8,11 +8,10 @@ import os
 import pandas as pd
 import pytest
 
-from embeddings.cli import run
-from embeddings.config import MlflowConfig, PipelineConfig, QualityConfig
+from core.cli import run
+from core.config import MlflowConfig, PipelineConfig, QualityConfig
+from core.tracking import PARENT_RUN_ENV, flatten_params, log_delta_table, log_quality_results, mlflow_run
 from embeddings.quality import DataQualityError, gate
-from embeddings.tracking import PARENT_RUN_ENV, flatten_params, log_delta_table, log_quality_results, mlflow_run
-
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import datetime as dt
 
 import pytest
 
-from embeddings.config import VocabConfig
-from embeddings.io import InputError
+from core.config import VocabConfig
+from core.errors import InputError
 from embeddings.vocabulary import FIRST_ID, VocabularyBuilder, VocabularyModel
 
 T0 = dt.datetime(2026, 1, 1)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from embeddings.cli import run
-from embeddings.config import PipelineConfig, SynthConfig
+from core.cli import run
+from core.config import PipelineConfig, SynthConfig
 from embeddings.io import delta_version
 from embeddings.spark import DELTA_PACKAGE
 from embeddings.stages import run_synth

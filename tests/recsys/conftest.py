@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from ctr_tables import make_encoded, make_vocab, write_delta
 
 

@@ -65,7 +65,7 @@ def make_vocab(sizes: dict[str, int] = VOCAB) -> pa.Table:
 
 def train_config(encoded: str, vocab: str, **overrides):
     """A small, fast TrainConfig over the tiny tables."""
-    from recsys.config import TrainConfig
+    from core.train_config import TrainConfig
 
     base = dict(input=encoded, vocab=vocab, batch_size=32, eval_batch_size=64, embedding_dim=8,
                 progress=False, model={"kind": "dlrm", "dense_arch": [16], "over_arch": [16]})

@@ -6,13 +6,14 @@ import json
 
 import numpy as np
 import torch
-
 from ctr_tables import train_config
+
 from recsys.data.batches import make_batch
 from recsys.distributed.launch import process_group
 from recsys.export import load_exported
 from recsys.modules.ctr import build_model
-from recsys.train import CTRTrainer, prepare
+from recsys.train import prepare
+from recsys.trainer import CTRTrainer
 
 SHARDING = {"C1": ["column_wise"], "C2": ["table_wise"], "tags": ["data_parallel"]}  # three CPU types
 
@@ -53,8 +54,8 @@ def two_rank_checks(encoded: str, vocab: str, out_dir: str) -> None:
             res["resume_max_diff"] = max(float((after[k] - resumed[k]).abs().max()) for k in after)
             probs, labels, ids = test_probs
             exported = load_exported(f"{out_dir}/model.pt")
-            from deltalake import DeltaTable
             import pyarrow.compute as pc
+            from deltalake import DeltaTable
 
             table = DeltaTable(encoded).to_pyarrow_table()
             table = table.filter(pc.is_in(table.column("event_id"), value_set=__import__("pyarrow").array(ids)))

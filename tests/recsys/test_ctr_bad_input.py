@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
 from ctr_tables import VOCAB, make_encoded, make_vocab, train_config, write_delta
-from embeddings.config import ConfigError
-from recsys.errors import InputDataError
+
+from core.errors import ConfigError, InputError
 from recsys.train import prepare
 
 
@@ -18,24 +17,24 @@ def vocab(tmp_path):
 def test_empty_table_is_refused(tmp_path, vocab):
     empty = make_encoded(8)[0].slice(0, 0)
     path = write_delta(tmp_path / "enc", [empty])
-    with pytest.raises(InputDataError, match="has no rows"):
+    with pytest.raises(InputError, match="has no rows"):
         prepare(train_config(path, vocab))
 
 
 def test_missing_table_is_refused(tmp_path, vocab):
-    with pytest.raises(InputDataError, match="no Delta table"):
+    with pytest.raises(InputError, match="no Delta table"):
         prepare(train_config(str(tmp_path / "nowhere"), vocab))
 
 
 def test_labels_outside_0_1_are_refused(tmp_path, vocab):
     path = write_delta(tmp_path / "enc", make_encoded(20, label=[0, 1, 2, 1] * 5))
-    with pytest.raises(InputDataError, match=r"column 'label' must be 0 or 1; found \[2\]"):
+    with pytest.raises(InputError, match=r"column 'label' must be 0 or 1; found \[2\]"):
         prepare(train_config(path, vocab))
 
 
 def test_ids_beyond_the_vocabulary_are_refused(tmp_path, vocab):
     path = write_delta(tmp_path / "enc", make_encoded(50, c1_offset=5))
-    with pytest.raises(InputDataError, match="column 'C1' has id 4[0-4] but the vocabulary .* 40 rows"):
+    with pytest.raises(InputError, match="column 'C1' has id 4[0-4] but the vocabulary .* 40 rows"):
         prepare(train_config(path, vocab))
 
 
@@ -43,13 +42,13 @@ def test_a_vocabulary_without_the_feature_is_a_mismatch(tmp_path):
     sizes = {k: v for k, v in VOCAB.items() if k != "C2"}
     vocab = write_delta(tmp_path / "vocab", [make_vocab(sizes)])
     path = write_delta(tmp_path / "enc", make_encoded(50))
-    with pytest.raises(InputDataError, match="column 'C2' .* table 'C2' at 2 rows"):
+    with pytest.raises(InputError, match="column 'C2' .* table 'C2' at 2 rows"):
         prepare(train_config(path, vocab))
 
 
 def test_hashed_layouts_need_the_hash_columns(tmp_path, vocab):
     path = write_delta(tmp_path / "enc", [t.drop_columns(["C2_hash"]) for t in make_encoded(50)])
-    with pytest.raises(InputDataError, match="'C2_hash'"):
+    with pytest.raises(InputError, match="'C2_hash'"):
         prepare(train_config(path, vocab, layout={"kind": "unified", "total_rows": 64}))
 
 
@@ -71,8 +70,9 @@ def test_fused_adam_on_cpu_is_a_config_error():
 
 
 def test_the_job_exits_2_and_names_the_column(tmp_path, vocab, capsys):
-    from embeddings.cli import run
     from ctr_tables import train_job_main
+
+    from core.cli import run
 
     main = train_job_main()
 
@@ -86,5 +86,5 @@ def test_the_job_exits_2_and_names_the_column(tmp_path, vocab, capsys):
 
 
 def test_a_missing_oracle_table_fails_before_training(tiny_tables, tmp_path):
-    with pytest.raises(InputDataError, match="oracle: no Delta table"):
+    with pytest.raises(InputError, match="oracle: no Delta table"):
         prepare(train_config(*tiny_tables, oracle=str(tmp_path / "no_oracle")))

@@ -6,11 +6,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from core.train_config import VocabLayoutConfig
 from recsys.data.batches import encode_rows, make_batch
 from recsys.data.features import block_from_arrow, dense_transform, resolve_feature_spec, take_jagged
 from recsys.data.reader import DeltaSource, rank_slices
 from recsys.modules.layouts import make_layout
-from recsys.config import VocabLayoutConfig
 
 
 @pytest.mark.parametrize("sizes,world", [([10], 2), ([3, 0, 7, 5], 3), ([1, 1], 4), ([100, 1], 2)])

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsys.config import HashedLayoutConfig, UnifiedLayoutConfig, VocabLayoutConfig
-from recsys.data.hashing import feature_salt, hash_to_rows, mix64
+from core.encoding import splitmix64
+from core.train_config import HashedLayoutConfig, UnifiedLayoutConfig, VocabLayoutConfig
+from recsys.data.hashing import feature_salt, hash_to_rows
 from recsys.data.splits import random_split, time_cutoffs, time_split
 from recsys.modules.layouts import make_layout, split_rows
 
@@ -21,9 +22,9 @@ def test_salts_differ_per_feature_chunk_and_seed():
     assert feature_salt("C1", 0, 0) == feature_salt("C1", 0, 0)
 
 
-def test_mix64_is_a_bijection_on_a_sample_and_rows_are_in_range():
+def test_salted_splitmix64_is_a_bijection_on_a_sample_and_rows_are_in_range():
     x = np.arange(100_000, dtype=np.int64)
-    assert len(np.unique(mix64(x, 7))) == len(x)
+    assert len(np.unique(splitmix64(x, 7))) == len(x)
     rows = hash_to_rows(x, feature_salt("C1", 0, 0), 97)
     assert rows.min() >= 0 and rows.max() < 97
     counts = np.bincount(rows, minlength=97)
@@ -98,7 +99,7 @@ def test_unified_layout_gives_unseen_values_their_own_rows():
 
 
 def test_unified_layout_rejects_chunks_for_unknown_features():
-    from embeddings.config import ConfigError
+    from core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="C9"):
         make_layout(UnifiedLayoutConfig(chunks={"C9": 2}), list(SIZES), SIZES, 4, seed=0)

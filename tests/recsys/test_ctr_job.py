@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-
 from ctr_tables import train_job_main
-from embeddings.cli import run
+
+from core.cli import run
 
 KEYS = {"test_auc", "test_logloss", "embedding_params", "examples_per_second", "layout"}
 
@@ -62,6 +62,7 @@ def test_two_spawned_ranks_train_unified_embedding_with_dcn(tiny_tables, tmp_pat
 @pytest.mark.slow
 def test_spark_torch_distributor_runs_two_ranks_in_local_mode(spark, tiny_tables, tmp_path):
     from ctr_tables import train_config
+
     from recsys.launch_spark import train_on_spark
 
     cfg = train_config(*tiny_tables, world_size=2, launcher="spark", max_steps=4,

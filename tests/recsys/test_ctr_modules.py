@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from ctr_tables import train_config
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from ctr_tables import train_config
-from recsys.config import UnifiedLayoutConfig
+from core.train_config import UnifiedLayoutConfig
 from recsys.modules.ctr import PlainEmbeddingBags, build_model, pairwise_dots
 from recsys.modules.layouts import make_layout
 

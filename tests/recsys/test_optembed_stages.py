@@ -11,7 +11,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-
 from ctr_tables import make_encoded, make_vocab, train_config, write_delta
 
 OPTEMBED = {"enabled": True, "alpha": 0.005, "threshold_lr": 0.01, "population": 6, "num_mutations": 3,

@@ -43,7 +43,7 @@ RAW_SCHEMA = ("event_id long, ts timestamp, I1 double, I2 double, C1 string, C2 
 @pytest.fixture(scope="session")
 def pipeline_tables(spark, tmp_path_factory):
     """Paths of the raw click log, its vocabulary and the encoded table, written by the real stages."""
-    from embeddings.config import PipelineConfig
+    from core.config import PipelineConfig
     from embeddings.io import write_delta
     from embeddings.stages import run_encode, run_vocab
 
@@ -63,7 +63,7 @@ def pipeline_tables(spark, tmp_path_factory):
 
 def train(paths: dict, out, layout: dict | None = None, **overrides) -> dict:
     """Train a small DLRM on the encoded table; returns its metrics (export + metrics JSON under ``out``)."""
-    from recsys.config import TrainConfig
+    from core.train_config import TrainConfig
     from recsys.train import run_training
 
     out.mkdir(parents=True, exist_ok=True)

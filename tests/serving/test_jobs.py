@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from embeddings.cli import run
+from core.cli import run
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -4,8 +4,8 @@ the decision and both AUCs are logged. Runs against the sqlite default and a rea
 from __future__ import annotations
 
 import pytest
-
 from conftest import negated_copy
+
 from recsys.registry import should_promote
 
 
@@ -19,14 +19,14 @@ def test_rule_promotes_within_tolerance_and_rejects_below_it():
 @pytest.fixture(params=["sqlite", "server"])
 def tracking(request, tmp_path):
     """An MlflowConfig pointing at a sqlite file in tmp, or at the session's real mlflow server."""
-    from embeddings.config import MlflowConfig
+    from core.config import MlflowConfig
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}" if request.param == "sqlite" else request.getfixturevalue("mlflow_server")
     return MlflowConfig(tracking_uri=uri, experiment=f"promotion-{request.param}", registered_model=f"ctr_{request.param}")
 
 
 def _promote(cfg, export: str, metrics: dict, tables: dict):
-    from embeddings.tracking import mlflow_run
+    from core.tracking import mlflow_run
     from recsys.registry import register_and_promote
 
     with mlflow_run(cfg, "promote") as run:

@@ -5,17 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from conftest import train
+
+from core.encoding import spark_xxhash64
 from recsys.data.features import FeatureSpec
-from recsys.serving import RawFeatureEncoder, spark_xxhash64
+from recsys.serving import RawFeatureEncoder
 
 
 def _register(tmp_path, export_path: str, metrics: dict, tables: dict, name: str):
     import mlflow
 
-    from embeddings.config import MlflowConfig
-    from embeddings.tracking import mlflow_run
+    from core.config import MlflowConfig
+    from core.tracking import mlflow_run
     from recsys.registry import register_and_promote
 
     cfg = MlflowConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="serving-tests")

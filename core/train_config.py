@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
@@ -52,7 +52,7 @@ class UnifiedLayoutConfig(_Strict):
     chunks: dict[str, PositiveInt] = Field(default_factory=dict)
 
 
-LayoutConfig = Annotated[Union[VocabLayoutConfig, HashedLayoutConfig, UnifiedLayoutConfig],
+LayoutConfig = Annotated[VocabLayoutConfig | HashedLayoutConfig | UnifiedLayoutConfig,
                          Field(discriminator="kind")]
 
 
@@ -74,7 +74,7 @@ class DcnConfig(_Strict):
     over_arch: list[PositiveInt] = Field(default_factory=lambda: [64, 32])
 
 
-ModelConfig = Annotated[Union[DlrmConfig, DcnConfig], Field(discriminator="kind")]
+ModelConfig = Annotated[DlrmConfig | DcnConfig, Field(discriminator="kind")]
 
 
 class RandomSplitConfig(_Strict):
@@ -106,7 +106,7 @@ class TimeSplitConfig(_Strict):
         return self
 
 
-SplitConfig = Annotated[Union[RandomSplitConfig, TimeSplitConfig], Field(discriminator="kind")]
+SplitConfig = Annotated[RandomSplitConfig | TimeSplitConfig, Field(discriminator="kind")]
 
 
 class OptEmbedConfig(_Strict):

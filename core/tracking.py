@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from embeddings.config import MlflowConfig
+from core.config import MlflowConfig
 
 log = logging.getLogger(__name__)
 

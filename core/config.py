@@ -1,35 +1,22 @@
-"""Typed pipeline configuration: YAML layers + command-line overrides, validated once.
+"""Typed pipeline configuration: one frozen pydantic model per section, defaults in code.
 
-A job calls :func:`load_config` with its argv and the name of its own section. The result is a
-frozen :class:`PipelineConfig`; every key in every layer is validated, so a typo anywhere is an
-error that names the key. Precedence (lowest first): defaults in code, each ``--config`` file
-(default ``conf/local.yaml``), ``--set a.b=c`` pairs, then the job's own flags
-(``--min-count 5`` sets ``<section>.min_count``), then ``--master``.
+:class:`PipelineConfig` is the whole document; ``core.cli.load_config`` builds it from YAML layers
+and flags. Pure pydantic: importing this module imports neither pyspark nor torch.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
-import os
-import types
-import typing
-from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
-from recsys.config import TrainConfig
+from core.errors import ConfigError  # noqa: F401  (re-exported: config errors live with the config)
+from core.train_config import TrainConfig
 
 DEFAULT_CONFIG = "conf/local.yaml"
 TableFormat = Literal["delta", "parquet", "csv"]
 HandleInvalid = Literal["error", "skip", "keep"]
-
-
-class ConfigError(ValueError):
-    """A configuration file, key or flag is wrong; the message names it."""
 
 
 class StrictModel(BaseModel):
@@ -222,143 +209,3 @@ class PipelineConfig(StrictModel):
     quality: QualityConfig = QualityConfig()
 
 
-# --------------------------------------------------------------------------- loading
-
-
-def _read_yaml(path: str) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
-    return data
-
-
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _set_path(doc: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = doc
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {dotted}: '{key}' is not a section")
-    node[keys[-1]] = value
-
-
-def _is_list(annotation: Any) -> bool:
-    origin = get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return any(_is_list(a) for a in get_args(annotation) if a is not type(None))
-    return origin is list
-
-
-def _is_bool(annotation: Any) -> bool:
-    return annotation is bool
-
-
-def _parse_scalar(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def _parse_flag_value(text: str, annotation: Any) -> Any:
-    if _is_list(annotation):
-        parsed = _parse_scalar(text)
-        if isinstance(parsed, list):
-            return parsed
-        return [_parse_scalar(t.strip()) for t in text.split(",") if t.strip()]
-    if get_origin(annotation) is dict:
-        return _parse_scalar(text)
-    parsed = _parse_scalar(text)
-    # Keep strings as strings for str fields (a path like 'null' or '0123' must stay text).
-    return text if annotation is str else parsed
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def build_parser(section: str | None, description: str | None = None) -> argparse.ArgumentParser:
-    """Argument parser: common flags plus one flag per field of the job's config section."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", action="append", default=None, metavar="YAML",
-                        help=f"config file (repeat to layer; default {DEFAULT_CONFIG} or $PIPELINE_CONFIG)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="override any key, e.g. --set spark.shuffle_partitions=4")
-    parser.add_argument("--master", default=None, help="Spark master (overrides spark.master and $SPARK_MASTER)")
-    parser.add_argument("--schema", action="store_true", help="print the config JSON schema and exit")
-    if section is not None:
-        model = PipelineConfig.model_fields[section].annotation
-        group = parser.add_argument_group(f"{section} settings (each overrides {section}.<name>)")
-        for name, field in model.model_fields.items():
-            kwargs: dict[str, Any] = {"dest": f"{section}__{name}", "default": None, "help": field.description}
-            if _is_bool(field.annotation):
-                group.add_argument(_flag(name), action=argparse.BooleanOptionalAction, **kwargs)
-            else:
-                group.add_argument(_flag(name), metavar=name.upper(), **kwargs)
-    return parser
-
-
-def _format_validation_error(exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"unknown config key '{loc}'")
-        else:
-            lines.append(f"config key '{loc}': {err['msg']} (got {err.get('input')!r})")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
-
-
-def load_config(argv: list[str] | None, section: str | None = None, description: str | None = None) -> PipelineConfig:
-    """Merge config layers and flags for one job, validate everything, and return it frozen.
-
-    Raises:
-        ConfigError: a file is missing or unreadable, a key is unknown, or a value has the wrong type.
-        SystemExit: on ``--help``/``--schema`` (exit code 0) or an unparsable flag (2).
-    """
-    parser = build_parser(section, description)
-    args = parser.parse_args(argv)
-    if args.schema:
-        print(json.dumps(PipelineConfig.model_json_schema(), indent=2))
-        raise SystemExit(0)
-    files = args.config or [os.environ.get("PIPELINE_CONFIG", DEFAULT_CONFIG)]
-    doc: dict[str, Any] = {}
-    for path in files:
-        doc = _merge(doc, _read_yaml(path))
-    for pair in args.overrides:
-        if "=" not in pair:
-            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        _set_path(doc, key.strip(), _parse_scalar(value))
-    if section is not None:
-        model = PipelineConfig.model_fields[section].annotation
-        for name, field in model.model_fields.items():
-            value = getattr(args, f"{section}__{name}")
-            if value is None:
-                continue
-            if not isinstance(value, bool):
-                value = _parse_flag_value(value, field.annotation)
-            _set_path(doc, f"{section}.{name}", value)
-    master = args.master or os.environ.get("SPARK_MASTER")
-    if master:
-        _set_path(doc, "spark.master", master)
-    try:
-        return PipelineConfig.model_validate(doc)
-    except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc)) from None

@@ -1,0 +1,51 @@
+"""Reading Delta tables without a JVM (``deltalake``): for the trainer, the registry and the pyfunc's side.
+
+The Spark side reads and writes through ``embeddings.io``; this module only reads, and names the
+table in every error.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+
+from core.errors import InputError
+
+
+def _open(path: str, version: int | None, what: str):
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return DeltaTable(path, version=version)
+    except (TableNotFoundError, FileNotFoundError, OSError) as exc:
+        at = "" if version is None else f" (version {version})"
+        raise InputError(f"{what}: no Delta table at {path!r}{at}: {exc}") from None
+
+
+def table_version(path: str, what: str = "table") -> int:
+    """The latest committed version of the Delta table at ``path``."""
+    return _open(path, None, what).version()
+
+
+def read_delta(path: str, version: int | None = None, columns: list[str] | None = None,
+               what: str = "table") -> pa.Table:
+    """A Delta table (at ``version``) as Arrow; InputError naming ``what`` if it or a column is not there."""
+    table = _open(path, version, what)
+    names = table.schema().to_arrow().names
+    missing = [c for c in columns or [] if c not in names]
+    if missing:
+        raise InputError(f"{what} {path!r}: missing column(s) {missing} (columns: {names})")
+    return table.to_pyarrow_table(columns=columns)
+
+
+def commit_metadata(path: str, version: int | None, what: str = "table") -> dict:
+    """The userMetadata JSON a job wrote into Delta commit ``version`` of ``path`` ({} if none)."""
+    for entry in _open(path, None, what).history():
+        if version is None or entry.get("version") == version:
+            try:
+                return json.loads(entry.get("userMetadata") or "{}")
+            except json.JSONDecodeError:
+                return {}
+    return {}

@@ -1,0 +1,27 @@
+"""One error hierarchy for every job: what a user can fix exits 2 with one ``error:`` line; bugs exit 1."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_USER_ERROR = 2
+
+
+class PipelineError(Exception):
+    """Base of the errors a job reports itself; ``exit_code`` is what the process returns."""
+
+    exit_code = EXIT_BUG
+
+
+class UserError(PipelineError, ValueError):
+    """Something the user can fix (a key, a flag, a file, a column); the message names it."""
+
+    exit_code = EXIT_USER_ERROR
+
+
+class ConfigError(UserError):
+    """A configuration file, key or flag is wrong; the message names it."""
+
+
+class InputError(UserError):
+    """Input data is missing, unreadable or malformed; the message names the table, path or column."""
