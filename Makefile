@@ -9,7 +9,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lock clean
+.PHONY: setup run test test-fast lint format lock clean
 
 setup: $(STAMP)
 
@@ -28,8 +28,20 @@ $(STAMP): requirements/lock.txt pyproject.toml
 run: $(STAMP)
 	$(PY) jobs/refresh.py $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The inner loop: the tests not marked slow (end to end, spark-submit, Airflow, multi-rank, training, GX).
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 # Re-resolve requirements/base.in into requirements/lock.txt (run by hand when changing a pin).
 lock:

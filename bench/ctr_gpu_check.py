@@ -32,8 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     if not torch.cuda.is_available():
-        print(json.dumps({"error": "no CUDA device visible to torch; this check needs a GPU",
-                          "torch": torch.__version__}), file=sys.stderr)
+        print(
+            json.dumps(
+                {"error": "no CUDA device visible to torch; this check needs a GPU", "torch": torch.__version__}
+            ),
+            file=sys.stderr,
+        )
         return 2
     import torch.distributed as dist
     from torch import nn
@@ -51,9 +55,14 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     features = [f"C{i + 1}" for i in range(args.tables)]
-    cfg = TrainConfig(device="cuda", backend="nccl", embedding_dim=args.embedding_dim, batch_size=args.batch_size,
-                      embedding_optimizer=args.optimizer, model={"kind": "dlrm", "dense_arch": [512, 256],
-                                                                 "over_arch": [1024, 1024, 512, 256]})
+    cfg = TrainConfig(
+        device="cuda",
+        backend="nccl",
+        embedding_dim=args.embedding_dim,
+        batch_size=args.batch_size,
+        embedding_optimizer=args.optimizer,
+        model={"kind": "dlrm", "dense_arch": [512, 256], "over_arch": [1024, 1024, 512, 256]},
+    )
     layout = make_layout(VocabLayoutConfig(), features, {f: args.rows for f in features}, args.embedding_dim, seed=0)
     num_dense = 13
     data = random_rows(layout, args.batch_size * 8, num_dense, seed=0)
@@ -61,11 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         model = build_model(cfg, layout, 2 * num_dense, "meta")
         attach_embedding_optimizer(model, args.optimizer, 0.05)
         dmp, plan = shard_model(model, world_size=1, device=device, constraints={}, batch_size=args.batch_size)
-        dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(dmp.named_parameters())),
-                                      lambda ps: torch.optim.Adam(ps, lr=1e-3))
+        dense = KeyedOptimizerWrapper(
+            dict(in_backward_optimizer_filter(dmp.named_parameters())), lambda ps: torch.optim.Adam(ps, lr=1e-3)
+        )
         opt = CombinedOptimizer([dmp.fused_optimizer, dense])
-        batches = [make_batch(data, np.arange(i * args.batch_size, (i + 1) * args.batch_size)).to(device)
-                   for i in range(8)]
+        batches = [
+            make_batch(data, np.arange(i * args.batch_size, (i + 1) * args.batch_size)).to(device) for i in range(8)
+        ]
         loss_fn = nn.BCEWithLogitsLoss()
 
         def step(b):
@@ -84,12 +95,20 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.synchronize()
         seconds = time.perf_counter() - start
         result = {
-            "examples_per_second": args.steps * args.batch_size / seconds, "steps": args.steps,
-            "batch_size": args.batch_size, "seconds": seconds, "final_loss": float(loss),
-            "tables": args.tables, "rows_per_table": args.rows, "embedding_dim": args.embedding_dim,
-            "embedding_params": layout.embedding_params(), "optimizer": args.optimizer,
-            "backend": dist.get_backend(), "device": torch.cuda.get_device_name(device),
-            "torch": torch.__version__, "sharding_plan": plan_summary(plan),
+            "examples_per_second": args.steps * args.batch_size / seconds,
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "seconds": seconds,
+            "final_loss": float(loss),
+            "tables": args.tables,
+            "rows_per_table": args.rows,
+            "embedding_dim": args.embedding_dim,
+            "embedding_params": layout.embedding_params(),
+            "optimizer": args.optimizer,
+            "backend": dist.get_backend(),
+            "device": torch.cuda.get_device_name(device),
+            "torch": torch.__version__,
+            "sharding_plan": plan_summary(plan),
         }
     print(json.dumps(result, indent=2))
     if args.out:

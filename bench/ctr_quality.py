@@ -33,40 +33,79 @@ def sh(args: list[str]) -> None:
     subprocess.run(args, cwd=REPO, check=True)
 
 
+CRITEO_SCHEMA = [
+    "--set",
+    f"schema.categorical=[{', '.join(f'C{i}' for i in range(1, 27))}]",
+    "--set",
+    f"schema.dense=[{', '.join(f'I{i}' for i in range(1, 14))}]",
+    "--set",
+    "schema.time=null",
+]
+
+
+def tables(paths: dict[str, str]) -> list[str]:
+    """``--set tables.<name>.path=...`` for each table of ``paths``."""
+    return [arg for name, path in paths.items() for arg in ("--set", f"tables.{name}.path={path}")]
+
+
 def ensure_synthetic(root: Path, num_rows: int, seed: int = 7) -> dict[str, str]:
     """Click log + oracle + vocabulary + encoded table under ``root`` (made once, then reused)."""
     paths = {k: str(root / k) for k in ("clicks", "edges", "oracle", "vocab", "encoded")}
     if not (root / "encoded" / "_delta_log").is_dir():
-        sh([PY, str(REPO / "jobs" / "make_synthetic.py"), *SPARK, "--set", f"synth.num_rows={num_rows}", "--set", f"synth.seed={seed}",
-            "--set", f"synth.output={paths['clicks']}", "--set", f"synth.edges_output={paths['edges']}",
-            "--set", f"synth.oracle_output={paths['oracle']}"])
-        sh([PY, "jobs/build_vocab.py", *SPARK, "--set", f"vocab.input={paths['clicks']}",
-            "--set", f"vocab.output={paths['vocab']}"])
-        sh([PY, "jobs/encode.py", *SPARK, "--set", f"encode.input={paths['clicks']}",
-            "--set", f"encode.vocab={paths['vocab']}", "--set", f"encode.output={paths['encoded']}"])
+        sh(
+            [
+                PY,
+                str(REPO / "jobs" / "make_synthetic.py"),
+                *SPARK,
+                "--set",
+                f"synth.num_rows={num_rows}",
+                "--set",
+                f"synth.seed={seed}",
+                *tables(paths),
+            ]
+        )
+        sh([PY, "jobs/build_vocab.py", *SPARK, *tables(paths)])
+        sh([PY, "jobs/encode.py", *SPARK, *tables(paths)])
     return paths
 
 
 def ensure_criteo(root: Path, csv: Path) -> dict[str, str]:
     """Vocabulary + encoded table of the Criteo sample (CSV with a header: label, I1..I13, C1..C26)."""
-    feats = ",".join(f"C{i}" for i in range(1, 27))
     paths = {"vocab": str(root / "vocab"), "encoded": str(root / "encoded")}
     if not (root / "encoded" / "_delta_log").is_dir():
         # the click-log quality suite expects the synthetic schema (event_id, tags, counts >= 0): off for Criteo
-        sh([PY, "jobs/build_vocab.py", *SPARK, "--set", "quality.enabled=false", "--set", f"vocab.input={csv}", "--set", "vocab.input_format=csv",
-            "--set", f"vocab.features=[{feats}]", "--set", "vocab.time_col=null", "--set", "vocab.min_count=1",
-            "--set", f"vocab.output={paths['vocab']}"])
-        sh([PY, "jobs/encode.py", *SPARK, "--set", "quality.enabled=false", "--set", f"encode.input={csv}", "--set", "encode.input_format=csv",
-            "--set", f"encode.features=[{feats}]", "--set", f"encode.vocab={paths['vocab']}",
-            "--set", f"encode.output={paths['encoded']}"])
+        criteo = [
+            "--set",
+            "quality.enabled=false",
+            *CRITEO_SCHEMA,
+            "--set",
+            f"tables.clicks={{path: {csv}, format: csv}}",
+            *tables(paths),
+        ]
+        sh([PY, "jobs/build_vocab.py", *SPARK, *criteo, "--set", "vocab.min_count=1"])
+        sh([PY, "jobs/encode.py", *SPARK, *criteo])
     return paths
 
 
 def train(name: str, out_dir: Path, flags: list[str]) -> dict:
     metrics = out_dir / f"{name}.{os.getpid()}.json"  # parallel bench runs must not read each other's metrics
     # no checkpoints/export from conf/local.yaml in benchmarks: each run starts fresh and writes only metrics
-    sh([PY, "jobs/train_ctr.py", "--metrics-out", str(metrics), "--no-progress", "--set", "train.checkpoint_dir=null",
-        "--set", "train.export_path=null", "--set", "train.oracle=null", *flags])
+    sh(
+        [
+            PY,
+            "jobs/train_ctr.py",
+            "--metrics-out",
+            str(metrics),
+            "--no-progress",
+            "--set",
+            "train.checkpoint_dir=null",
+            "--set",
+            "train.export_path=null",
+            "--set",
+            "tables.oracle=null",
+            *flags,
+        ]
+    )
     return json.loads(metrics.read_text())
 
 
@@ -87,8 +126,15 @@ def plot_curve(curve: list[dict], path: Path) -> None:
     for name in dict.fromkeys(r["variant"] for r in curve):
         rows = [r for r in curve if r["variant"] == name]
         ax.semilogx([r["num_rows"] for r in rows], [r["test_auc"] for r in rows], "o-", label=f"{name} test AUC")
-    ax.semilogx([r["num_rows"] for r in curve], [r["oracle_test_auc"] for r in curve], "k--", label="oracle (best possible)")
-    ax.set_xlabel("rows generated (70% train, 10% valid, 20% test)"), ax.set_ylabel("AUC"), ax.grid(True, alpha=0.3), ax.legend()
+    ax.semilogx(
+        [r["num_rows"] for r in curve], [r["oracle_test_auc"] for r in curve], "k--", label="oracle (best possible)"
+    )
+    (
+        ax.set_xlabel("rows generated (70% train, 10% valid, 20% test)"),
+        ax.set_ylabel("AUC"),
+        ax.grid(True, alpha=0.3),
+        ax.legend(),
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -115,13 +161,41 @@ def main(argv=None) -> int:
         for num_rows in sorted(int(float(n)) for n in args.num_rows.split(",")):
             d = ensure_synthetic(root / f"synth_{num_rows}", num_rows)
             for name in args.variants.split(","):
-                m = train(name, runs, ["--input", d["encoded"], "--vocab", d["vocab"], "--oracle", d["oracle"],
-                                       "--epochs", str(args.epochs), *VARIANTS[name], *args.train_flags.split()])
+                m = train(
+                    name,
+                    runs,
+                    [
+                        "--input",
+                        d["encoded"],
+                        "--vocab",
+                        d["vocab"],
+                        "--oracle",
+                        d["oracle"],
+                        "--epochs",
+                        str(args.epochs),
+                        *VARIANTS[name],
+                        *args.train_flags.split(),
+                    ],
+                )
                 gap = m["oracle_test_auc"] - m["test_auc"]
-                row = {k: m[k] for k in ("test_auc", "oracle_test_auc", "test_logloss", "valid_auc", "embedding_params",
-                                         "examples_per_second", "steps", "test_rows", "layout", "model")}
-                row.update(gap=gap, goal_met=gap <= 0.005, num_rows=num_rows, epochs=args.epochs,
-                           train_flags=args.train_flags)
+                row = {
+                    k: m[k]
+                    for k in (
+                        "test_auc",
+                        "oracle_test_auc",
+                        "test_logloss",
+                        "valid_auc",
+                        "embedding_params",
+                        "examples_per_second",
+                        "steps",
+                        "test_rows",
+                        "layout",
+                        "model",
+                    )
+                }
+                row.update(
+                    gap=gap, goal_met=gap <= 0.005, num_rows=num_rows, epochs=args.epochs, train_flags=args.train_flags
+                )
                 result["synthetic"][name] = row  # the largest size wins (sizes run in increasing order)
                 result["learning_curve"].append({"variant": name, **row})
                 print(name, row, flush=True)
@@ -130,10 +204,28 @@ def main(argv=None) -> int:
     if args.criteo and Path(args.criteo).is_file():
         d = ensure_criteo(root / "criteo_sample", Path(args.criteo))
         for world in (1, 2):
-            m = train(f"criteo_ws{world}", runs, ["--input", d["encoded"], "--vocab", d["vocab"], "--batch-size", "16",
-                                                  "--eval-batch-size", "64", "--epochs", "2", "--world-size", str(world)])
-            result[f"criteo_format_check_ws{world}"] = {k: m[k] for k in ("test_auc", "test_logloss", "test_rows",
-                                                                         "embedding_params", "steps", "tables")}
+            m = train(
+                f"criteo_ws{world}",
+                runs,
+                [
+                    "--input",
+                    d["encoded"],
+                    "--vocab",
+                    d["vocab"],
+                    "--batch-size",
+                    "16",
+                    "--eval-batch-size",
+                    "64",
+                    "--epochs",
+                    "2",
+                    "--world-size",
+                    str(world),
+                    *CRITEO_SCHEMA,
+                ],
+            )
+            result[f"criteo_format_check_ws{world}"] = {
+                k: m[k] for k in ("test_auc", "test_logloss", "test_rows", "embedding_params", "steps", "tables")
+            }
         result["criteo_format_check"] = "ok"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

@@ -28,8 +28,11 @@ def _setup(args):
     from recsys.modules.layouts import make_layout
 
     features = [f"C{i + 1}" for i in range(args.tables)]
-    cfg = TrainConfig(embedding_dim=args.embedding_dim, batch_size=args.batch_size,
-                      model={"kind": "dlrm", "dense_arch": [64], "over_arch": [64, 32]})
+    cfg = TrainConfig(
+        embedding_dim=args.embedding_dim,
+        batch_size=args.batch_size,
+        model={"kind": "dlrm", "dense_arch": [64], "over_arch": [64, 32]},
+    )
     layout = make_layout(VocabLayoutConfig(), features, {f: args.rows for f in features}, args.embedding_dim, seed=0)
     data = random_rows(layout, args.batch_size * 16, 6, seed=int(os.environ.get("RANK", 0)), max_bag=args.max_bag)
     return cfg, layout, data
@@ -64,10 +67,12 @@ def torchrec_rank(args, out_path: str | None = None) -> float:
     model = build_model(cfg, layout, 12, "meta")
     attach_embedding_optimizer(model, "rowwise_adagrad", 0.05)
     constraints = sharding_constraints([t.name for t in layout.tables], {"*": ["table_wise"]}, "cpu")
-    dmp, _ = shard_model(model, world_size=world, device=torch.device("cpu"), constraints=constraints,
-                         batch_size=args.batch_size)
-    dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(dmp.named_parameters())),
-                                  lambda ps: torch.optim.Adam(ps, lr=1e-3))
+    dmp, _ = shard_model(
+        model, world_size=world, device=torch.device("cpu"), constraints=constraints, batch_size=args.batch_size
+    )
+    dense = KeyedOptimizerWrapper(
+        dict(in_backward_optimizer_filter(dmp.named_parameters())), lambda ps: torch.optim.Adam(ps, lr=1e-3)
+    )
     opt = CombinedOptimizer([dmp.fused_optimizer, dense])
     loss_fn = nn.BCEWithLogitsLoss()
 
@@ -154,8 +159,11 @@ def main(argv=None) -> int:
         two = json.load(open(out))["examples_per_second"]
     best = {k: max(v) for k, v in runs.items()}
     result = {
-        "config": vars(args), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "examples_per_second": {**best, "torchrec_2_ranks": two}, "all_runs": runs,
+        "config": vars(args),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "examples_per_second": {**best, "torchrec_2_ranks": two},
+        "all_runs": runs,
         "torchrec_vs_plain": best["torchrec_1_rank"] / best["plain_embedding_bag"],
         "two_ranks_vs_one": two / best["torchrec_1_rank"],
     }

@@ -35,8 +35,15 @@ from sklearn.metrics import f1_score
 from sklearn.multiclass import OneVsRestClassifier
 
 PAPER_MACRO_F1 = {0.1: 0.2342, 0.5: 0.2753, 0.9: 0.2969}
-PAPER_SETTING = {"dim": 512, "iteration_weights": [1.0, 1.0, 7.81, 45.28], "normalization_strength": -0.628,
-                 "sparsity": None, "self_influence": 0.0, "variant": "paper", "standardize": True}
+PAPER_SETTING = {
+    "dim": 512,
+    "iteration_weights": [1.0, 1.0, 7.81, 45.28],
+    "normalization_strength": -0.628,
+    "sparsity": None,
+    "self_influence": 0.0,
+    "variant": "paper",
+    "standardize": True,
+}
 
 
 def load_mat(path: str) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -48,39 +55,53 @@ def load_mat(path: str) -> tuple[sp.csr_matrix, sp.csr_matrix]:
 def edge_list(network: sp.csr_matrix) -> pd.DataFrame:
     """The symmetric network's edges i <= j (weights as stored): the engines re-add each one reversed."""
     upper = sp.triu(network, k=0).tocoo()
-    return pd.DataFrame({"src": upper.row.astype(np.int64), "dst": upper.col.astype(np.int64),
-                         "weight": upper.data.astype(np.float64)})
+    return pd.DataFrame(
+        {"src": upper.row.astype(np.int64), "dst": upper.col.astype(np.int64), "weight": upper.data.astype(np.float64)}
+    )
 
 
 def embed_with_spark(network: sp.csr_matrix, params: dict, master: str, workdir: Path) -> tuple[np.ndarray, dict]:
     """Write the edges to parquet, run the Spark engine with FastRPConfig fields ``params``, check it locally."""
     from core.config import FastRPConfig, SparkConfig
-    from embeddings.fastrp_spark import run_fastrp
+    from embeddings.fastrp_run import run_fastrp
     from embeddings.spark import build_spark
 
     edges = edge_list(network)
     edges.to_parquet(workdir / "edges.parquet", index=False)
-    spark = build_spark(SparkConfig(master=master, shuffle_partitions=4, driver_memory="4g",
-                                    checkpoint_dir=str(workdir / "ckpt")))
-    cfg = FastRPConfig(edges=str(workdir / "edges.parquet"), edges_format="parquet", weight_col="weight",
-                       output=str(workdir / "emb"), **params)
+    spark = build_spark(
+        SparkConfig(master=master, shuffle_partitions=4, driver_memory="4g", checkpoint_dir=str(workdir / "ckpt"))
+    )
+    cfg = FastRPConfig(weight_col="weight", **params)
+    edges_path, output = str(workdir / "edges.parquet"), str(workdir / "emb")
     started = time.time()
-    result = run_fastrp(spark, spark.read.parquet(cfg.edges), cfg, str(workdir / "ckpt"))
+    result = run_fastrp(
+        spark, spark.read.parquet(edges_path), cfg, str(workdir / "ckpt"), output=output, input_path=edges_path
+    )
     seconds = time.time() - started
-    out = spark.read.format("delta").load(cfg.output).toPandas()  # bench only: 10k rows
+    out = spark.read.format("delta").load(output).toPandas()  # bench only: 10k rows
     spark.stop()
     emb = np.zeros((network.shape[0], cfg.dim), dtype=np.float64)
     emb[out["node"].to_numpy()] = np.stack(out["embedding"].to_numpy())
     diff = float(np.abs(emb - embed_with_local(network, params)).max())
-    return emb, {"spark_seconds": seconds, "output_version": result.version, "max_abs_diff_vs_local": diff,
-                 "embedded_nodes": int(len(out))}
+    return emb, {
+        "spark_seconds": seconds,
+        "output_version": result.version,
+        "max_abs_diff_vs_local": diff,
+        "embedded_nodes": int(len(out)),
+    }
 
 
 def fastrp_params(args) -> dict:
     """The FastRP settings under test as FastRPConfig fields (the paper's BlogCatalog setting by default)."""
-    return {"dim": args.dim, "iteration_weights": args.weights, "normalization_strength": args.beta,
-            "standardize": args.standardize, "sparsity": args.sparsity, "self_influence": args.self_influence,
-            "variant": args.variant}
+    return {
+        "dim": args.dim,
+        "iteration_weights": args.weights,
+        "normalization_strength": args.beta,
+        "standardize": args.standardize,
+        "sparsity": args.sparsity,
+        "self_influence": args.self_influence,
+        "variant": args.variant,
+    }
 
 
 def top_k_predictions(probs: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -92,8 +113,9 @@ def top_k_predictions(probs: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return pred
 
 
-def score(emb: np.ndarray, labels: sp.csr_matrix, ratios: list[float], shuffles: int, c: float, seed: int,
-          n_jobs: int) -> dict:
+def score(
+    emb: np.ndarray, labels: sp.csr_matrix, ratios: list[float], shuffles: int, c: float, seed: int, n_jobs: int
+) -> dict:
     """Micro/Macro-F1 per train ratio, mean and std over shuffles (DeepWalk scoring protocol)."""
     y = labels.toarray().astype(np.int8)
     rng = np.random.default_rng(seed)
@@ -109,12 +131,18 @@ def score(emb: np.ndarray, labels: sp.csr_matrix, ratios: list[float], shuffles:
             pred = top_k_predictions(clf.predict_proba(emb[test]), y[test].sum(axis=1))
             micro.append(f1_score(y[test], pred, average="micro", zero_division=0))
             macro.append(f1_score(y[test], pred, average="macro", zero_division=0))
-        out[str(ratio)] = {"micro_f1": float(np.mean(micro)), "macro_f1": float(np.mean(macro)),
-                           "macro_f1_per_shuffle": [float(v) for v in macro],
-                           "micro_f1_per_shuffle": [float(v) for v in micro],
-                           "paper_macro_f1": PAPER_MACRO_F1.get(ratio)}
-        print(f"train ratio {ratio}: micro {np.mean(micro):.4f} macro {np.mean(macro):.4f} "
-              f"(paper macro {PAPER_MACRO_F1.get(ratio)})", flush=True)
+        out[str(ratio)] = {
+            "micro_f1": float(np.mean(micro)),
+            "macro_f1": float(np.mean(macro)),
+            "macro_f1_per_shuffle": [float(v) for v in macro],
+            "micro_f1_per_shuffle": [float(v) for v in micro],
+            "paper_macro_f1": PAPER_MACRO_F1.get(ratio),
+        }
+        print(
+            f"train ratio {ratio}: micro {np.mean(micro):.4f} macro {np.mean(macro):.4f} "
+            f"(paper macro {PAPER_MACRO_F1.get(ratio)})",
+            flush=True,
+        )
     return out
 
 
@@ -185,8 +213,14 @@ def plot_scores(scores: dict, path: Path, title: str) -> None:
 
     ratios = [float(r) for r in scores]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.errorbar(ratios, [s["macro_f1"] for s in scores.values()], yerr=[2 * s["macro_f1_stderr"] for s in scores.values()],
-                fmt="o-", capsize=4, label="this job (mean +- 2 s.e.)")
+    ax.errorbar(
+        ratios,
+        [s["macro_f1"] for s in scores.values()],
+        yerr=[2 * s["macro_f1_stderr"] for s in scores.values()],
+        fmt="o-",
+        capsize=4,
+        label="this job (mean +- 2 s.e.)",
+    )
     paper = [(r, PAPER_MACRO_F1[r]) for r in ratios if r in PAPER_MACRO_F1]
     if paper:
         ax.plot(*zip(*paper), "k^--", label="FastRP paper")
@@ -201,23 +235,44 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mat", required=True)
     parser.add_argument("--dim", type=int, default=PAPER_SETTING["dim"])
-    parser.add_argument("--weights", type=lambda s: [float(x) for x in s.split(",")],
-                        default=PAPER_SETTING["iteration_weights"])
+    parser.add_argument(
+        "--weights", type=lambda s: [float(x) for x in s.split(",")], default=PAPER_SETTING["iteration_weights"]
+    )
     parser.add_argument("--beta", type=float, default=PAPER_SETTING["normalization_strength"])
-    parser.add_argument("--sparsity", type=float, default=PAPER_SETTING["sparsity"],
-                        help="s (density 1/s); default sqrt(N) as in the paper")
+    parser.add_argument(
+        "--sparsity",
+        type=float,
+        default=PAPER_SETTING["sparsity"],
+        help="s (density 1/s); default sqrt(N) as in the paper",
+    )
     parser.add_argument("--self-influence", type=float, default=PAPER_SETTING["self_influence"])
     parser.add_argument("--variant", choices=["paper", "gds"], default=PAPER_SETTING["variant"])
-    parser.add_argument("--no-standardize", dest="standardize", action="store_false",
-                        help="skip column standardisation (on by default, as in the paper's BlogCatalog runs)")
+    parser.add_argument(
+        "--no-standardize",
+        dest="standardize",
+        action="store_false",
+        help="skip column standardisation (on by default, as in the paper's BlogCatalog runs)",
+    )
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--engine", choices=["spark", "local"], default="spark",
-                        help="spark: the job's engine (default); local: the scipy reference, for cheap seed studies")
-    parser.add_argument("--projection", choices=["hash", "sklearn"], default="hash",
-                        help="local engine only: sklearn draws R with SparseRandomProjection(random_state=seed) "
-                             "as the authors' code does, to compare draws; hash is the job's R")
-    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=None,
-                        help="projection seeds to average over (seed variance); default: --seed alone")
+    parser.add_argument(
+        "--engine",
+        choices=["spark", "local"],
+        default="spark",
+        help="spark: the job's engine (default); local: the scipy reference, for cheap seed studies",
+    )
+    parser.add_argument(
+        "--projection",
+        choices=["hash", "sklearn"],
+        default="hash",
+        help="local engine only: sklearn draws R with SparseRandomProjection(random_state=seed) "
+        "as the authors' code does, to compare draws; hash is the job's R",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=None,
+        help="projection seeds to average over (seed variance); default: --seed alone",
+    )
     parser.add_argument("--C", type=float, default=0.1, dest="c")
     parser.add_argument("--ratios", type=lambda s: [float(x) for x in s.split(",")], default=[0.1, 0.5, 0.9])
     parser.add_argument("--shuffles", type=int, default=5)
@@ -242,18 +297,34 @@ def main(argv: list[str] | None = None) -> int:
         per_seed[str(seed)] = score(emb, labels, args.ratios, args.shuffles, args.c, 42, args.n_jobs)
     scores = summarize(per_seed)
     run = runs.get(str(seeds[0]), {}) if len(seeds) == 1 else runs
-    report = {"dataset": os.path.basename(args.mat), "num_nodes": network.shape[0],
-              "num_edges": int(sp.triu(network).nnz), "num_labels": labels.shape[1],
-              "params": {**fastrp_params(args), "C": args.c, "solver": "liblinear",
-                         "shuffles": args.shuffles, "shuffle_seed": 42, "engine": args.engine, "master": args.master,
-                         "projection": args.projection,
-                         "seeds": seeds},
-              "embedding": run, "seconds": time.time() - started, "scores": scores,
-              "scores_per_seed": per_seed}
+    report = {
+        "dataset": os.path.basename(args.mat),
+        "num_nodes": network.shape[0],
+        "num_edges": int(sp.triu(network).nnz),
+        "num_labels": labels.shape[1],
+        "params": {
+            **fastrp_params(args),
+            "C": args.c,
+            "solver": "liblinear",
+            "shuffles": args.shuffles,
+            "shuffle_seed": 42,
+            "engine": args.engine,
+            "master": args.master,
+            "projection": args.projection,
+            "seeds": seeds,
+        },
+        "embedding": run,
+        "seconds": time.time() - started,
+        "scores": scores,
+        "scores_per_seed": per_seed,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
-    plot_scores(scores, Path(args.out).with_suffix(".png"),
-                f"{report['dataset']}: dim {args.dim}, {len(seeds)} seed(s) x {args.shuffles} shuffles, C={args.c}")
+    plot_scores(
+        scores,
+        Path(args.out).with_suffix(".png"),
+        f"{report['dataset']}: dim {args.dim}, {len(seeds)} seed(s) x {args.shuffles} shuffles, C={args.c}",
+    )
     print(json.dumps(report, indent=2))
     return 0
 

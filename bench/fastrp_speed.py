@@ -104,15 +104,28 @@ def run_local(path: Path, cfg, memory: PeakMemory) -> dict:
 def run_spark(path: Path, cfg, memory: PeakMemory, args, work: Path) -> dict:
     """The Spark engine end to end, from the Parquet file to the Delta output (session start not timed)."""
     from core.config import SparkConfig
-    from embeddings.fastrp_spark import run_fastrp
+    from embeddings.fastrp_run import run_fastrp
     from embeddings.spark import build_spark
 
-    spark = build_spark(SparkConfig(master=args.master, shuffle_partitions=4, driver_memory=args.driver_memory,
-                                    checkpoint_dir=str(work / "ckpt")))
+    spark = build_spark(
+        SparkConfig(
+            master=args.master,
+            shuffle_partitions=4,
+            driver_memory=args.driver_memory,
+            checkpoint_dir=str(work / "ckpt"),
+        )
+    )
     try:
         memory.start("spark")
         started = time.time()
-        result = run_fastrp(spark, spark.read.parquet(str(path)), cfg, str(work / "ckpt"))
+        result = run_fastrp(
+            spark,
+            spark.read.parquet(str(path)),
+            cfg,
+            str(work / "ckpt"),
+            output=str(work / f"emb_{path.stem}"),
+            input_path=str(path),
+        )
         row = {"spark_seconds": time.time() - started, "spark_peak": memory.stop()}
         meta = json.loads(spark.sql(f"DESCRIBE HISTORY delta.`{result.path}`").head()["userMetadata"])
     finally:
@@ -128,9 +141,13 @@ def one_engine(args) -> int:
 
     work = Path(args.workdir)
     path = work / f"edges_{args.child_size}.parquet"
-    cfg = FastRPConfig(edges=str(path), edges_format="parquet", output=str(work / f"emb_{args.child_size}"),
-                       dim=args.dim, iteration_weights=[1.0] * args.iterations, normalization_strength=-0.5,
-                       block_size=args.block_size, checkpoint=args.checkpoint)
+    cfg = FastRPConfig(
+        dim=args.dim,
+        iteration_weights=[1.0] * args.iterations,
+        normalization_strength=-0.5,
+        block_size=args.block_size,
+        checkpoint=args.checkpoint,
+    )
     memory = PeakMemory()
     row = run_local(path, cfg, memory) if args.child_engine == "local" else run_spark(path, cfg, memory, args, work)
     memory.close()
@@ -145,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--driver-memory", default="8g")
-    parser.add_argument("--block-size", type=int, default=None, help="nodes per block (default: the engine's, by N and D)")
+    parser.add_argument(
+        "--block-size", type=int, default=None, help="nodes per block (default: the engine's, by N and D)"
+    )
     parser.add_argument("--checkpoint", choices=["reliable", "local"], default="reliable")
     parser.add_argument("--engines", default="local,spark", help="which engines to run, comma separated")
     parser.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir)")
@@ -162,8 +181,20 @@ def main(argv: list[str] | None = None) -> int:
     load_at_start = os.getloadavg()
     scratch = tempfile.TemporaryDirectory(prefix="fastrp_speed_", dir=args.workdir)
     work = Path(scratch.name)
-    passthrough = ["--dim", str(args.dim), "--iterations", str(args.iterations), "--master", args.master,
-                   "--driver-memory", args.driver_memory, "--checkpoint", args.checkpoint, "--workdir", str(work)]
+    passthrough = [
+        "--dim",
+        str(args.dim),
+        "--iterations",
+        str(args.iterations),
+        "--master",
+        args.master,
+        "--driver-memory",
+        args.driver_memory,
+        "--checkpoint",
+        args.checkpoint,
+        "--workdir",
+        str(work),
+    ]
     if args.block_size:
         passthrough += ["--block-size", str(args.block_size)]
     results = []
@@ -171,8 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         power_law_edges(m, seed=m).to_parquet(work / f"edges_{m}.parquet", index=False)
         row = {"edges": m}
         for engine in engines:  # each engine in its own process: peak memory is that engine's alone
-            child = subprocess.run([sys.executable, __file__, *passthrough, "--child-engine", engine,
-                                    "--child-size", str(m)], check=True, capture_output=True, text=True)
+            child = subprocess.run(
+                [sys.executable, __file__, *passthrough, "--child-engine", engine, "--child-size", str(m)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             row.update(json.loads(child.stdout.strip().splitlines()[-1]))
         if "spark_seconds" in row:
             row["spark_edges_per_second"] = m / row["spark_seconds"]
@@ -180,13 +215,23 @@ def main(argv: list[str] | None = None) -> int:
             row["local_edges_per_second"] = m / row["local_seconds"]
         if "spark_seconds" in row and "local_seconds" in row:
             row["ratio_spark_over_local"] = row["spark_seconds"] / row["local_seconds"]
-            row["ratio_spark_over_local_incl_read"] = row["spark_seconds"] / (row["local_seconds"] + row["local_read_seconds"])
+            row["ratio_spark_over_local_incl_read"] = row["spark_seconds"] / (
+                row["local_seconds"] + row["local_read_seconds"]
+            )
         results.append(row)
         print(json.dumps(row), flush=True)
     scratch.cleanup()
-    report = {"dim": args.dim, "iterations": args.iterations, "master": args.master, "block_size": args.block_size,
-              "checkpoint": args.checkpoint, "load_average_at_start": load_at_start,
-              "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(), "results": results}
+    report = {
+        "dim": args.dim,
+        "iterations": args.iterations,
+        "master": args.master,
+        "block_size": args.block_size,
+        "checkpoint": args.checkpoint,
+        "load_average_at_start": load_at_start,
+        "cpu_count": os.cpu_count(),
+        "load_average_at_end": os.getloadavg(),
+        "results": results,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
@@ -208,10 +253,18 @@ def plot(results: list[dict], path: Path) -> None:
     ax1.loglog(m, [r["local_seconds"] for r in results], "s-", label="scipy reference")
     ax1.set_xlabel("edges"), ax1.set_ylabel("seconds"), ax1.legend(), ax1.grid(True, which="both", alpha=0.3)
     gib = 1 << 30
-    ax2.semilogx(m, [r["spark_peak"].get("python_driver_rss", 0) / gib for r in results], "o-", label="Spark: Python driver")
-    ax2.semilogx(m, [r["spark_peak"].get("jvm_rss", 0) / gib for r in results], "^-", label="Spark: JVM (driver+executor)")
-    ax2.semilogx(m, [r["spark_peak"].get("python_workers_rss", 0) / gib for r in results], "v-", label="Spark: Python workers")
-    ax2.semilogx(m, [r["local_peak"].get("python_driver_rss", 0) / gib for r in results], "s-", label="scipy reference process")
+    ax2.semilogx(
+        m, [r["spark_peak"].get("python_driver_rss", 0) / gib for r in results], "o-", label="Spark: Python driver"
+    )
+    ax2.semilogx(
+        m, [r["spark_peak"].get("jvm_rss", 0) / gib for r in results], "^-", label="Spark: JVM (driver+executor)"
+    )
+    ax2.semilogx(
+        m, [r["spark_peak"].get("python_workers_rss", 0) / gib for r in results], "v-", label="Spark: Python workers"
+    )
+    ax2.semilogx(
+        m, [r["local_peak"].get("python_driver_rss", 0) / gib for r in results], "s-", label="scipy reference process"
+    )
     ax2.set_xlabel("edges"), ax2.set_ylabel("peak RSS (GiB)"), ax2.legend(fontsize=8), ax2.grid(True, alpha=0.3)
     fig.suptitle("FastRP, d=128, 3 iterations")
     fig.tight_layout()

@@ -21,7 +21,9 @@ from pathlib import Path
 
 from fastrp_quality import PAPER_SETTING, embed_with_local, load_mat, score, summarize
 
-DEFAULTS = {k: v for k, v in PAPER_SETTING.items() if k != "standardize"}  # tunable; standardisation stays on, as in the paper
+DEFAULTS = {
+    k: v for k, v in PAPER_SETTING.items() if k != "standardize"
+}  # tunable; standardisation stays on, as in the paper
 
 
 def parse_value(key: str, text: str):
@@ -67,18 +69,41 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for i, setting in enumerate(parse_grid(args.grid)):
         started = time.time()
-        per_seed = {str(seed): score(embed_with_local(network, {**PAPER_SETTING, **setting, "seed": seed}), labels,
-                                     args.ratios, args.shuffles, args.c, args.shuffle_seed, args.n_jobs)
-                    for seed in args.seeds}
+        per_seed = {
+            str(seed): score(
+                embed_with_local(network, {**PAPER_SETTING, **setting, "seed": seed}),
+                labels,
+                args.ratios,
+                args.shuffles,
+                args.c,
+                args.shuffle_seed,
+                args.n_jobs,
+            )
+            for seed in args.seeds
+        }
         scores = summarize(per_seed)
         macro = {r: s["macro_f1"] for r, s in scores.items()}
-        results.append({"setting": setting, "scores": scores, "mean_macro_f1": sum(macro.values()) / len(macro),
-                        "seconds": time.time() - started})
+        results.append(
+            {
+                "setting": setting,
+                "scores": scores,
+                "mean_macro_f1": sum(macro.values()) / len(macro),
+                "seconds": time.time() - started,
+            }
+        )
         print(f"[{i + 1}] {setting} -> macro {macro} mean {results[-1]['mean_macro_f1']:.4f}", flush=True)
         results.sort(key=lambda r: -r["mean_macro_f1"])
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"protocol": {k: v for k, v in vars(args).items() if k != "grid"},
-                                              "grid": args.grid, "ranked": results}, indent=2))
+        Path(args.out).write_text(
+            json.dumps(
+                {
+                    "protocol": {k: v for k, v in vars(args).items() if k != "grid"},
+                    "grid": args.grid,
+                    "ranked": results,
+                },
+                indent=2,
+            )
+        )
     print(json.dumps(results[:5], indent=2))
     return 0
 

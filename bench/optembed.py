@@ -46,22 +46,36 @@ def main() -> int:
     import torch
     from ctr_quality import ensure_synthetic
 
-    from core.train_config import TrainConfig
+    from core.train_config import TrainConfig, TrainInputs
     from recsys.train import run_training
 
     d = ensure_synthetic(REPO / args.data_root / f"synth_{args.num_rows}", args.num_rows)
     work = REPO / args.data_root / "runs_optembed"
-    base = dict(input=d["encoded"], vocab=d["vocab"], embedding_dim=args.embedding_dim, epochs=args.epochs,
-                progress=False, model={"kind": args.model}, batch_size=512, eval_batch_size=8192)
-    oe = dict(enabled=True, alpha=args.alpha, threshold_lr=args.threshold_lr, generations=args.generations,
-              population=20, search_valid_rows=20_000, supernet_epochs=args.supernet_epochs,
-              max_params_fraction=args.max_params_fraction)
+    inputs = TrainInputs(encoded=d["encoded"], vocab=d["vocab"])
+    base = dict(
+        embedding_dim=args.embedding_dim,
+        epochs=args.epochs,
+        progress=False,
+        model={"kind": args.model},
+        batch_size=512,
+        eval_batch_size=8192,
+    )
+    oe = dict(
+        enabled=True,
+        alpha=args.alpha,
+        threshold_lr=args.threshold_lr,
+        generations=args.generations,
+        population=20,
+        search_valid_rows=20_000,
+        supernet_epochs=args.supernet_epochs,
+        max_params_fraction=args.max_params_fraction,
+    )
     seeds = [int(x) for x in args.seeds.split(",")]
 
     def run(name: str, seed: int | None = None, **o) -> dict:
         top = {"seed": seed} if seed is not None else {}
         cfg = TrainConfig.model_validate({**base, **top, "optembed": {**oe, "work_dir": str(work / name), **o}})
-        m = run_training(cfg)
+        m = run_training(cfg, inputs).model_dump()  # the bench reports plain JSON
         print(name, {k: m.get(k) for k in ("test_auc", "embedding_params", "rows_kept", "widths")}, flush=True)
         return m
 
@@ -70,13 +84,21 @@ def main() -> int:
     b = full["stages"]["baseline"]
     results["full"] = {"test_auc": b["test_auc"], "test_logloss": b["test_logloss"], "params": b["embedding_params"]}
     results["optembed"] = _summary(full)
-    rows = _row_report(work / "optembed" / "supernet.pt", list(full["tables_after"]),
-                       full["stages"]["supernet"]["thresholds"])
+    rows = _row_report(
+        work / "optembed" / "supernet.pt", list(full["tables_after"]), full["stages"]["supernet"]["thresholds"]
+    )
     results["optembed_e"] = _summary(run("optembed_e", seed=seeds[0], baseline=False, dim_search=False))
     results["optembed_d"] = _summary(run("optembed_d", seed=seeds[0], baseline=False, row_pruning=False))
     # magnitude pruning at OptEmbed's size: the plain model trained as a "supernet" with no masks
-    plain = run("plain", seed=seeds[0], baseline=False, row_pruning=False, dim_search=False, stages=["supernet"],
-                supernet_epochs=None)
+    plain = run(
+        "plain",
+        seed=seeds[0],
+        baseline=False,
+        row_pruning=False,
+        dim_search=False,
+        stages=["supernet"],
+        supernet_epochs=None,
+    )
     del plain
     saved = torch.load(work / "plain" / "supernet.pt", weights_only=False)
     names = list(full["tables_after"])
@@ -87,7 +109,7 @@ def main() -> int:
     flat[order] = True
     keeps, start = [], 0
     for x in norms:
-        k = flat[start:start + len(x)].copy()
+        k = flat[start : start + len(x)].copy()
         k[:2] = True
         keeps.append(k)
         start += len(x)
@@ -102,15 +124,30 @@ def main() -> int:
         m = run(f"optembed_seed{seed}", seed=seed, baseline=True)
         per_seed.append(_goal(seed, m["stages"]["baseline"]["test_auc"], m["params_before"], _summary(m)))
         print(per_seed[-1], flush=True)
-    out = {"args": vars(args), "results": results, "noise_fields": ["C7", "C8"],
-           "goal": "optembed within 0.001 AUC of full with >= 60% fewer params",
-           "goal_met": per_seed[0]["goal_met"], "per_seed": per_seed,
-           "goal_met_every_seed": all(r["goal_met"] for r in per_seed),
-           "mean_auc_delta": float(np.mean([r["auc_delta"] for r in per_seed])),
-           "rows": rows,
-           "optembed_detail": {k: full[k] for k in ("rows_kept", "rows_total", "widths", "params_before", "params_after",
-                                                    "bytes_before", "bytes_after")},
-           "thresholds": full["stages"]["supernet"]["thresholds"]}
+    out = {
+        "args": vars(args),
+        "results": results,
+        "noise_fields": ["C7", "C8"],
+        "goal": "optembed within 0.001 AUC of full with >= 60% fewer params",
+        "goal_met": per_seed[0]["goal_met"],
+        "per_seed": per_seed,
+        "goal_met_every_seed": all(r["goal_met"] for r in per_seed),
+        "mean_auc_delta": float(np.mean([r["auc_delta"] for r in per_seed])),
+        "rows": rows,
+        "optembed_detail": {
+            k: full[k]
+            for k in (
+                "rows_kept",
+                "rows_total",
+                "widths",
+                "params_before",
+                "params_after",
+                "bytes_before",
+                "bytes_after",
+            )
+        },
+        "thresholds": full["stages"]["supernet"]["thresholds"],
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".json").write_text(json.dumps(out, indent=1, default=str))
     _plot(results, args.out + ".png")
@@ -122,9 +159,16 @@ def _goal(seed: int, full_auc: float, full_params: int, oe: dict) -> dict:
     """One seed's full-vs-OptEmbed comparison against the goal (within 0.001 AUC, >= 60% fewer params)."""
     delta = oe["test_auc"] - full_auc
     cut = 1 - oe["params"] / full_params
-    return {"seed": seed, "full_auc": full_auc, "optembed_auc": oe["test_auc"], "auc_delta": delta,
-            "full_params": full_params, "optembed_params": oe["params"], "param_cut": cut,
-            "goal_met": bool(delta >= -0.001 and cut >= 0.6)}
+    return {
+        "seed": seed,
+        "full_auc": full_auc,
+        "optembed_auc": oe["test_auc"],
+        "auc_delta": delta,
+        "full_params": full_params,
+        "optembed_params": oe["params"],
+        "param_cut": cut,
+        "goal_met": bool(delta >= -0.001 and cut >= 0.6),
+    }
 
 
 def _row_report(path: Path, names: list[str], thresholds: list[float]) -> dict:
@@ -141,17 +185,28 @@ def _row_report(path: Path, names: list[str], thresholds: list[float]) -> dict:
         seen = ~unseen
         seen[:2] = False
         norms = w.abs().mean(1).numpy()
-        out[n] = {"threshold": t, "rows": int(keep.size), "kept": int(keep.sum()),
-                  "unseen": int(unseen.sum()), "unseen_pruned": int((unseen & ~keep).sum()),
-                  "seen": int(seen.sum()), "seen_pruned": int((seen & ~keep).sum()),
-                  "median_norm_seen": float(np.median(norms[seen])) if seen.any() else None,
-                  "median_norm_unseen": float(np.median(norms[unseen])) if unseen.any() else None}
+        out[n] = {
+            "threshold": t,
+            "rows": int(keep.size),
+            "kept": int(keep.sum()),
+            "unseen": int(unseen.sum()),
+            "unseen_pruned": int((unseen & ~keep).sum()),
+            "seen": int(seen.sum()),
+            "seen_pruned": int((seen & ~keep).sum()),
+            "median_norm_seen": float(np.median(norms[seen])) if seen.any() else None,
+            "median_norm_unseen": float(np.median(norms[unseen])) if unseen.any() else None,
+        }
     return out
 
 
 def _summary(m: dict) -> dict:
-    return {"test_auc": m["test_auc"], "test_logloss": m["test_logloss"], "params": m["embedding_params"],
-            "rows_kept": m.get("rows_kept"), "widths": m.get("widths")}
+    return {
+        "test_auc": m["test_auc"],
+        "test_logloss": m["test_logloss"],
+        "params": m["embedding_params"],
+        "rows_kept": m.get("rows_kept"),
+        "widths": m.get("widths"),
+    }
 
 
 def _plot(results: dict, path: str) -> None:

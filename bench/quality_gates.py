@@ -38,8 +38,9 @@ def main() -> None:
     from embeddings.synth import generate
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_quality_"))
-    spark = build_spark(SparkConfig(master=args.master, shuffle_partitions=4, driver_memory="4g",
-                                    checkpoint_dir=str(tmp / "ck")))
+    spark = build_spark(
+        SparkConfig(master=args.master, shuffle_partitions=4, driver_memory="4g", checkpoint_dir=str(tmp / "ck"))
+    )
     quality = QualityConfig(output=str(tmp / "quality"), persist=False)
     t0 = time.perf_counter()  # first call: imports GX, warms the JVM; reported apart
     validate(spark.createDataFrame([(0.5,)], "probability double"), "scores", quality)
@@ -55,21 +56,37 @@ def main() -> None:
 
         nodes = max(size // 10, 1)
         rand = [F.rand(seed=d).cast("float") for d in range(args.dim)]
-        emb = spark.range(nodes).select(F.col("id").cast("string").alias("node"), F.array(*rand).alias("embedding")).cache()
+        emb = (
+            spark.range(nodes)
+            .select(F.col("id").cast("string").alias("node"), F.array(*rand).alias("embedding"))
+            .cache()
+        )
         emb.count()
         t0 = time.perf_counter()
         emb_report = validate(emb, "embeddings", quality, dim=args.dim, max_norm=float(args.dim))
         emb_s = time.perf_counter() - t0
         emb.unpersist()
-        row = {"rows": size, "clicks_s": round(clicks_s, 2), "clicks_ok": report.success,
-               "clicks_expectations": report.evaluated, "nodes": nodes, "dim": args.dim,
-               "embeddings_s": round(emb_s, 2), "embeddings_ok": emb_report.success}
+        row = {
+            "rows": size,
+            "clicks_s": round(clicks_s, 2),
+            "clicks_ok": report.success,
+            "clicks_expectations": report.evaluated,
+            "nodes": nodes,
+            "dim": args.dim,
+            "embeddings_s": round(emb_s, 2),
+            "embeddings_ok": emb_report.success,
+        }
         print(json.dumps(row), flush=True)
         rows.append(row)
     spark.stop()
-    out = {"bench": "quality_gates", "master": args.master, "machine": platform.machine(),
-           "cpus": __import__("os").cpu_count(),
-           "first_call_s": round(first_call_s, 2), "results": rows}
+    out = {
+        "bench": "quality_gates",
+        "master": args.master,
+        "machine": platform.machine(),
+        "cpus": __import__("os").cpu_count(),
+        "first_call_s": round(first_call_s, 2),
+        "results": rows,
+    }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(out, indent=2))
     print(f"wrote {args.output}")

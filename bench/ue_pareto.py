@@ -35,26 +35,58 @@ def main(argv=None) -> int:
     runs = REPO / args.data_root / "runs_pareto"
     runs.mkdir(parents=True, exist_ok=True)
     D = args.embedding_dim
-    common = ["--input", d["encoded"], "--vocab", d["vocab"], "--oracle", d["oracle"], "--epochs", str(args.epochs),
-              *args.train_flags.split()]
+    common = [
+        "--input",
+        d["encoded"],
+        "--vocab",
+        d["vocab"],
+        "--oracle",
+        d["oracle"],
+        "--epochs",
+        str(args.epochs),
+        *args.train_flags.split(),
+    ]
     points = []
 
     def run(method: str, fraction: float, flags: list[str]) -> None:
         m = train(f"{method}_{fraction}", runs, [*common, *flags])
-        points.append({"method": method, "fraction": fraction, "embedding_params": m["embedding_params"],
-                       "test_auc": m["test_auc"], "test_logloss": m["test_logloss"],
-                       "oracle_test_auc": m["oracle_test_auc"], "tables": m["tables"]})
+        points.append(
+            {
+                "method": method,
+                "fraction": fraction,
+                "embedding_params": m["embedding_params"],
+                "test_auc": m["test_auc"],
+                "test_logloss": m["test_logloss"],
+                "oracle_test_auc": m["oracle_test_auc"],
+                "tables": m["tables"],
+            }
+        )
         print(points[-1], flush=True)
 
     run("collisionless", 1.0, ["--embedding-dim", str(D)])
     full = points[0]["embedding_params"]
     for fraction in [float(f) for f in args.fractions.split(",")]:
         rows = max(int(fraction * full / D), 8)
-        run("hashed", fraction, ["--embedding-dim", str(D), "--set", f"train.layout={{kind: hashed, total_rows: {rows}}}"])
-        run("unified", fraction, ["--embedding-dim", str(D), "--set",
-                                  f"train.layout={{kind: unified, total_rows: {rows}}}"])
-        run("unified_k2", fraction, ["--embedding-dim", str(D // 2), "--set",
-                                     f"train.layout={{kind: unified, total_rows: {2 * rows}, num_chunks: 2}}"])
+        run(
+            "hashed",
+            fraction,
+            ["--embedding-dim", str(D), "--set", f"train.layout={{kind: hashed, total_rows: {rows}}}"],
+        )
+        run(
+            "unified",
+            fraction,
+            ["--embedding-dim", str(D), "--set", f"train.layout={{kind: unified, total_rows: {rows}}}"],
+        )
+        run(
+            "unified_k2",
+            fraction,
+            [
+                "--embedding-dim",
+                str(D // 2),
+                "--set",
+                f"train.layout={{kind: unified, total_rows: {2 * rows}, num_chunks: 2}}",
+            ],
+        )
     result = {"collisionless_params": full, "embedding_dim": D, "num_rows": args.num_rows, "points": points}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,60 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
 from core.config import DEFAULT_CONFIG, PipelineConfig
-from core.errors import ConfigError, UserError
+from core.errors import ConfigError, StageFailed, UserError
+
+# A job's table and column flags (kept from before the catalog): flag field -> the key it sets.
+TABLE_FLAGS: dict[str, dict[str, str]] = {
+    "synth": {
+        "output": "tables.clicks.path",
+        "edges_output": "tables.edges.path",
+        "oracle_output": "tables.oracle.path",
+    },
+    "vocab": {
+        "input": "tables.clicks.path",
+        "input_format": "tables.clicks.format",
+        "output": "tables.vocab.path",
+        "features": "schema.categorical",
+        "time_col": "schema.time",
+    },
+    "encode": {
+        "input": "tables.clicks.path",
+        "input_format": "tables.clicks.format",
+        "vocab": "tables.vocab.path",
+        "output": "tables.encoded.path",
+        "features": "schema.categorical",
+    },
+    "fastrp": {"edges": "tables.edges.path", "edges_format": "tables.edges.format", "output": "tables.embeddings.path"},
+    "train": {
+        "input": "tables.encoded.path",
+        "vocab": "tables.vocab.path",
+        "oracle": "tables.oracle.path",
+        "label_col": "schema.label",
+        "id_col": "schema.id",
+        "dense_features": "schema.dense",
+        "sparse_features": "schema.categorical",
+    },
+    "score": {
+        "input": "tables.score_rows.path",
+        "input_format": "tables.score_rows.format",
+        "output": "tables.scores.path",
+        "id_col": "schema.id",
+    },
+}
+LIST_TARGETS = {"schema.categorical", "schema.dense"}
+# Keys that moved into the catalog or the schema: named in the error, never silently dropped.
+MOVED_KEYS: dict[str, str] = {
+    **{f"{section}.{name}": target for section, flags in TABLE_FLAGS.items() for name, target in flags.items()},
+    "quality.id_col": "schema.id",
+    "quality.label_col": "schema.label",
+    "quality.time_col": "schema.time",
+    "quality.dense_cols": "schema.dense",
+    "quality.categorical_cols": "schema.categorical",
+    "quality.src_col": "fastrp.src_col",
+    "quality.dst_col": "fastrp.dst_col",
+    "quality.weight_col": "fastrp.weight_col",
+    "train.split.time_col": "schema.time",
+}
 
 NOISY_LOGGERS = ("py4j", "py4j.clientserver", "urllib3", "alembic", "great_expectations", "mlflow.store.db.utils")
 
@@ -96,12 +149,29 @@ def _flag(name: str) -> str:
 def build_parser(section: str | None, description: str | None = None) -> argparse.ArgumentParser:
     """Argument parser: common flags plus one flag per field of the job's config section."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", action="append", default=None, metavar="YAML",
-                        help=f"config file (repeat to layer; default {DEFAULT_CONFIG} or $PIPELINE_CONFIG)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="override any key, e.g. --set spark.shuffle_partitions=4")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=None,
+        metavar="YAML",
+        help=f"config file (repeat to layer; default {DEFAULT_CONFIG} or $PIPELINE_CONFIG)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override any key, e.g. --set spark.shuffle_partitions=4",
+    )
     parser.add_argument("--master", default=None, help="Spark master (overrides spark.master and $SPARK_MASTER)")
     parser.add_argument("--schema", action="store_true", help="print the config JSON schema and exit")
+    if section in TABLE_FLAGS:
+        tables = parser.add_argument_group(f"{section} tables and columns (each sets a tables/schema key)")
+        for name, target in TABLE_FLAGS[section].items():
+            tables.add_argument(
+                _flag(name), dest=f"table__{name}", default=None, metavar=name.upper(), help=f"sets {target}"
+            )
     if section is not None:
         model = PipelineConfig.model_fields[section].annotation
         group = parser.add_argument_group(f"{section} settings (each overrides {section}.<name>)")
@@ -123,6 +193,47 @@ def _format_validation_error(exc: ValidationError) -> str:
         else:
             lines.append(f"config key '{loc}': {err['msg']} (got {err.get('input')!r})")
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+NULLS = ("", "null", "none", "~")
+OPTIONAL_TABLES = ("oracle", "score_rows")
+
+
+def _set_table_flag(doc: DictConfig, target: str, value: str, flag: str) -> None:
+    """Apply one table/column flag: lists parsed, paths made absolute, ``null`` unsets an optional table."""
+    table = target.split(".")[1] if target.startswith("tables.") else None
+    if value.strip().lower() in NULLS:
+        if table in OPTIONAL_TABLES:
+            _set(doc, f"tables.{table}", None, flag)  # e.g. --oracle null: no oracle
+            return
+        if table is not None:
+            raise ConfigError(f"{flag}: tables.{table} is required; give a path")
+        _set(doc, target, None, flag)
+        return
+    if table == "score_rows" and OmegaConf.select(doc, "tables.score_rows") is None:
+        # scoring starts from the click log's entry, so --input-format alone changes only the format
+        clicks = OmegaConf.select(doc, "tables.clicks")
+        _set(doc, "tables.score_rows", OmegaConf.to_container(clicks) if clicks is not None else {}, flag)
+    parsed: Any = _parse_flag_value(value, list[str]) if target in LIST_TARGETS else value
+    if target.endswith(".path") and "://" not in parsed:
+        parsed = os.path.abspath(parsed)  # a path on the command line is the shell's: relative to the cwd
+    _set(doc, target, parsed, flag)
+
+
+def refuse_moved_keys(doc: dict[str, Any]) -> None:
+    """ConfigError naming the new key of every key that moved into ``tables`` or ``schema``."""
+    moved = []
+    for old, new in MOVED_KEYS.items():
+        node: Any = doc
+        for part in old.split("."):
+            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+        if node is not _ABSENT:
+            moved.append(f"config key '{old}' moved: set '{new}' instead")
+    if moved:
+        raise ConfigError("; ".join(moved))
+
+
+_ABSENT = object()
 
 
 def load_config(argv: list[str] | None, section: str | None = None, description: str | None = None) -> PipelineConfig:
@@ -155,6 +266,10 @@ def load_config(argv: list[str] | None, section: str | None = None, description:
             if not isinstance(value, bool):
                 value = _parse_flag_value(value, field.annotation)
             _set(doc, f"{section}.{name}", value, _flag(name))
+    for name, target in TABLE_FLAGS.get(section, {}).items():
+        value = getattr(args, f"table__{name}")
+        if value is not None:
+            _set_table_flag(doc, target, value, _flag(name))
     master = args.master or os.environ.get("SPARK_MASTER")
     if master:
         _set(doc, "spark.master", master, "--master")
@@ -162,6 +277,7 @@ def load_config(argv: list[str] | None, section: str | None = None, description:
         plain = OmegaConf.to_container(doc, resolve=True)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"config interpolation failed: {exc}".splitlines()[0]) from None
+    refuse_moved_keys(plain)
     try:
         return PipelineConfig.model_validate(plain)
     except ValidationError as exc:
@@ -178,10 +294,10 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Call ``main(argv)``; a user error becomes ``error: ...`` on stderr and its exit code (2)."""
+    """Call ``main(argv)``; a user error (or a failed stage) becomes ``error: ...`` on stderr and its exit code."""
     setup_logging()
     try:
         return main(argv)
-    except UserError as exc:
+    except (UserError, StageFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

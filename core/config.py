@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from core.errors import ConfigError  # noqa: F401  (re-exported: config errors live with the config)
-from core.train_config import TrainConfig
+from core.train_config import TrainConfig, TrainInputs
 
 DEFAULT_CONFIG = "conf/local.yaml"
 TableFormat = Literal["delta", "parquet", "csv"]
@@ -48,11 +48,86 @@ class MlflowConfig(StrictModel):
     champion_alias: str = Field(default="champion", min_length=1)
     challenger_alias: str = Field(default="challenger", min_length=1)
     promotion_tolerance: float = Field(
-        default=0.002, ge=0.0, description="champion moves if challenger test AUC >= champion's - this (same rows)")
+        default=0.002, ge=0.0, description="champion moves if challenger test AUC >= champion's - this (same rows)"
+    )
+
+
+class TableConfig(StrictModel):
+    """One catalog entry: where a table lives (relative paths are under ``tables.root``) and its format."""
+
+    path: str = Field(min_length=1)
+    format: TableFormat = "delta"
+
+
+# Tables the pipeline writes: always Delta (atomic commits, versions, lineage).
+WRITTEN_TABLES = ("oracle", "vocab", "encoded", "embeddings", "scores")
+
+
+class TablesConfig(StrictModel):
+    """The table catalog (as Kedro's ``catalog.yml``): every table a stage reads or writes, named once.
+
+    Stages refer to tables by these names; pointing the pipeline at a user's click log is one
+    ``clicks`` entry (plus the ``schema`` block).
+    """
+
+    root: str = Field(default="data", description="folder that relative table paths are under")
+    clicks: TableConfig = TableConfig(path="raw/clicks")
+    oracle: TableConfig | None = Field(default=None, description="(event_id, label, p_true): synthetic data only")
+    vocab: TableConfig = TableConfig(path="vocab")
+    encoded: TableConfig = TableConfig(path="encoded")
+    edges: TableConfig = TableConfig(path="raw/edges")
+    embeddings: TableConfig = TableConfig(path="fastrp")
+    score_rows: TableConfig | None = Field(default=None, description="raw rows jobs/score.py scores (default: clicks)")
+    scores: TableConfig = TableConfig(path="scores")
+
+    @model_validator(mode="after")
+    def _written_tables_are_delta(self) -> "TablesConfig":
+        for name in WRITTEN_TABLES:
+            entry = getattr(self, name)
+            if entry is not None and entry.format != "delta":
+                raise ValueError(f"tables.{name}.format must be delta (the pipeline writes it), got {entry.format!r}")
+        return self
+
+    def entry(self, name: str) -> TableConfig:
+        """The catalog entry ``name`` with its path resolved under ``root`` (URIs and absolute paths kept)."""
+        entry = getattr(self, name, None) if name in type(self).model_fields and name != "root" else None
+        if name == "score_rows" and entry is None:
+            entry = self.clicks
+        if entry is None:
+            raise ConfigError(f"tables.{name} is not set: add a tables.{name} entry (path, format)")
+        path = entry.path
+        if not ("://" in path or path.startswith("/")):
+            path = f"{self.root.rstrip('/')}/{path}" if self.root else path
+        return TableConfig(path=path, format=entry.format)
+
+    def path(self, name: str) -> str:
+        """The resolved path of table ``name``."""
+        return self.entry(name).path
+
+
+class ClickSchema(StrictModel):
+    """The click log's columns, named once: vocabularies, encoding, gates, training and scoring read them here."""
+
+    id: str = Field(default="event_id", min_length=1, description="unique event id")
+    label: str = Field(default="label", min_length=1, description="0/1 click label")
+    time: str | None = Field(default="ts", description="event time (windows, time splits); None: no time column")
+    dense: list[str] = Field(default_factory=lambda: [f"I{i}" for i in range(1, 7)], description="numeric columns")
+    categorical: list[str] = Field(
+        default_factory=lambda: [f"C{i}" for i in range(1, 9)] + ["tags"],
+        description="string/integer (or array) columns: vocabularies and sparse features",
+    )
+
+    @model_validator(mode="after")
+    def _columns_are_distinct(self) -> "ClickSchema":
+        named = [self.id, self.label, *([self.time] if self.time else []), *self.dense, *self.categorical]
+        twice = sorted({c for c in named if named.count(c) > 1})
+        if twice:
+            raise ValueError(f"schema names column(s) {twice} more than once")
+        return self
 
 
 class SynthConfig(StrictModel):
-    """Synthetic Criteo-shaped click log + user-item edge table (embedded default and tests)."""
+    """Synthetic Criteo-shaped click log, its oracle and user-item edges (tables clicks, oracle, edges)."""
 
     num_rows: PositiveInt = 100_000
     num_dense: PositiveInt = 6
@@ -68,59 +143,38 @@ class SynthConfig(StrictModel):
     start_date: dt.date = dt.date(2026, 1, 1)
     num_days: PositiveInt = 14
     seed: int = 7
-    output: str = "data/raw/clicks"
-    edges_output: str = "data/raw/edges"
-    oracle_output: str = "data/raw/oracle"
 
 
 class VocabConfig(StrictModel):
-    """Which categorical columns get vocabularies, and the thresholds that admit values."""
+    """Thresholds that admit values into the vocabularies of ``schema.categorical`` (table vocab)."""
 
-    input: str = "data/raw/clicks"
-    input_format: TableFormat = "delta"
-    features: list[str] = Field(default_factory=list)
     min_count: PositiveInt = 1
     max_size: PositiveInt | None = None
     max_size_per_feature: dict[str, PositiveInt] = Field(default_factory=dict)
-    time_col: str | None = None
-    start: dt.datetime | None = None
-    end: dt.datetime | None = None
-    output: str = "data/vocab"
+    start: dt.datetime | None = Field(default=None, description="window start on schema.time (inclusive)")
+    end: dt.datetime | None = Field(default=None, description="window end on schema.time (exclusive)")
 
     @model_validator(mode="after")
     def _window_is_ordered(self) -> "VocabConfig":
-        if (self.start or self.end) and not self.time_col:
-            raise ValueError("vocab.start/vocab.end need vocab.time_col")
         if self.start and self.end and self.start >= self.end:
             raise ValueError(f"vocab.start ({self.start}) must be before vocab.end ({self.end})")
-        unknown = set(self.max_size_per_feature) - set(self.features)
-        if unknown:
-            raise ValueError(f"vocab.max_size_per_feature names features not in vocab.features: {sorted(unknown)}")
         return self
 
 
 class EncodeConfig(StrictModel):
-    """Rewrite a table with integer ids from the vocabulary table."""
+    """Rewrite the click log with integer ids from the vocabulary table (clicks + vocab -> encoded)."""
 
-    input: str = "data/raw/clicks"
-    input_format: TableFormat = "delta"
-    vocab: str = "data/vocab"
-    features: list[str] = Field(default_factory=list)
     handle_invalid: HandleInvalid = "keep"
     broadcast_max_rows: PositiveInt = 1_000_000
-    output: str = "data/encoded"
 
 
 class FastRPConfig(StrictModel):
-    """FastRP (Chen et al. 2019) over an edge table; see embeddings/fastrp.py for the maths."""
+    """FastRP (Chen et al. 2019) of the edges table into the embeddings table; maths in embeddings/fastrp.py."""
 
-    edges: str = "data/raw/edges"
-    edges_format: TableFormat = "delta"
     src_col: str = "src"
     dst_col: str = "dst"
     weight_col: str | None = None
     directed: bool = False
-    output: str = "data/fastrp"
     dim: PositiveInt = 128
     iteration_weights: list[float] = Field(default_factory=lambda: [0.0, 1.0, 1.0, 1.0], min_length=1)
     iterations: PositiveInt | None = Field(default=None, description="if set, must equal len(iteration_weights)")
@@ -134,17 +188,23 @@ class FastRPConfig(StrictModel):
     estimate: bool = False
     num_partitions: PositiveInt | None = Field(default=None, description="Spark partitions of the block stages")
     block_size: PositiveInt | None = Field(
-        default=None, description="nodes per block of the Spark engine; default: blocks of <= 256 MiB of float32 X")
+        default=None, description="nodes per block of the Spark engine; default: blocks of <= 256 MiB of float32 X"
+    )
     checkpoint: Literal["reliable", "local"] = Field(
-        default="reliable", description="per-iteration lineage cut: reliable (files, survives lost executors) or local")
+        default="reliable", description="per-iteration lineage cut: reliable (files, survives lost executors) or local"
+    )
 
     @model_validator(mode="after")
     def _weights_match_iterations(self) -> "FastRPConfig":
         if self.iterations is not None and self.iterations != len(self.iteration_weights):
-            raise ValueError(f"fastrp.iterations ({self.iterations}) must equal the number of "
-                             f"fastrp.iteration_weights ({len(self.iteration_weights)}: {self.iteration_weights})")
+            raise ValueError(
+                f"fastrp.iterations ({self.iterations}) must equal the number of "
+                f"fastrp.iteration_weights ({len(self.iteration_weights)}: {self.iteration_weights})"
+            )
         if not any(self.iteration_weights) and self.self_influence == 0:
-            raise ValueError("fastrp.iteration_weights are all 0 and fastrp.self_influence is 0: every embedding would be 0")
+            raise ValueError(
+                "fastrp.iteration_weights are all 0 and fastrp.self_influence is 0: every embedding would be 0"
+            )
         if any(w != w for w in self.iteration_weights):
             raise ValueError("fastrp.iteration_weights must not contain NaN")
         return self
@@ -158,12 +218,7 @@ class QualityConfig(StrictModel):
     data_docs: bool = True
     persist: bool = Field(default=True, description="cache a Spark frame while its metrics are computed")
     examples: PositiveInt = Field(default=5, description="unexpected values quoted per failed expectation")
-    # clicks: the raw click log
-    id_col: str = "event_id"
-    label_col: str = "label"
-    time_col: str | None = "ts"
-    dense_cols: list[str] = Field(default_factory=lambda: [f"I{i}" for i in range(1, 7)])
-    categorical_cols: list[str] = Field(default_factory=lambda: [f"C{i}" for i in range(1, 9)] + ["tags"])
+    # clicks: the raw click log (its columns: the schema section)
     min_rows: NonNegativeInt = 1
     max_rows: PositiveInt | None = None
     dense_min: float | None = 0.0
@@ -172,10 +227,7 @@ class QualityConfig(StrictModel):
     # vocabulary and vocabulary_ids
     vocab_min_id: NonNegativeInt = Field(default=2, description="ids 0 (missing) and 1 (OOV) are reserved")
     vocab_allow_dropped: bool = False
-    # edges
-    src_col: str = "src"
-    dst_col: str = "dst"
-    weight_col: str | None = "weight"
+    # edges: columns of the fastrp section
     # embeddings
     node_col: str = "node"
     embedding_col: str = "embedding"
@@ -186,18 +238,26 @@ class QualityConfig(StrictModel):
 
 
 class ScoreConfig(StrictModel):
-    """Batch scoring with a registered model (jobs/score.py)."""
+    """Batch scoring with a registered model (jobs/score.py): tables score_rows (default clicks) -> scores."""
 
-    model: str | None = Field(default=None, description="model URI (default models:/<registered_model>@<champion_alias>)")
-    input: str | None = Field(default=None, description="raw rows to score (default encode.input)")
-    input_format: TableFormat = "delta"
-    output: str = "data/scores"
-    id_col: str | None = Field(default=None, description="id column copied to the output (default train.id_col)")
+    model: str | None = Field(
+        default=None, description="model URI (default models:/<registered_model>@<champion_alias>)"
+    )
 
 
 class PipelineConfig(StrictModel):
-    """The whole pipeline's configuration; each job reads the sections it needs."""
+    """The whole pipeline's configuration; each job reads the sections it needs.
 
+    ``tables`` and ``schema`` (attribute ``click_schema``) are the only places a path or a click-log
+    column is written; the sections hold each stage's own settings.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
+    )
+
+    tables: TablesConfig = TablesConfig()
+    click_schema: ClickSchema = Field(default=ClickSchema(), alias="schema")
     spark: SparkConfig = SparkConfig()
     mlflow: MlflowConfig = MlflowConfig()
     synth: SynthConfig = SynthConfig()
@@ -208,4 +268,28 @@ class PipelineConfig(StrictModel):
     score: ScoreConfig = ScoreConfig()
     quality: QualityConfig = QualityConfig()
 
+    @model_validator(mode="after")
+    def _sections_agree_with_the_schema(self) -> "PipelineConfig":
+        schema = self.click_schema
+        unknown = set(self.vocab.max_size_per_feature) - set(schema.categorical)
+        if unknown:
+            raise ValueError(f"vocab.max_size_per_feature names features not in schema.categorical: {sorted(unknown)}")
+        if (self.vocab.start or self.vocab.end) and not schema.time:
+            raise ValueError("vocab.start/vocab.end need schema.time (the event time column)")
+        if self.train.split.kind == "time" and not schema.time:
+            raise ValueError("train.split.kind 'time' needs schema.time (the event time column)")
+        return self
 
+    def train_inputs(self) -> TrainInputs:
+        """What the trainer reads, from the catalog and the schema."""
+        s = self.click_schema
+        return TrainInputs(
+            encoded=self.tables.path("encoded"),
+            vocab=self.tables.path("vocab"),
+            oracle=self.tables.path("oracle") if self.tables.oracle else None,
+            label_col=s.label,
+            id_col=s.id,
+            time_col=s.time,
+            dense=list(s.dense),
+            sparse=list(s.categorical),
+        )

@@ -29,8 +29,9 @@ def table_version(path: str, what: str = "table") -> int:
     return _open(path, None, what).version()
 
 
-def read_delta(path: str, version: int | None = None, columns: list[str] | None = None,
-               what: str = "table") -> pa.Table:
+def read_delta(
+    path: str, version: int | None = None, columns: list[str] | None = None, what: str = "table"
+) -> pa.Table:
     """A Delta table (at ``version``) as Arrow; InputError naming ``what`` if it or a column is not there."""
     table = _open(path, version, what)
     names = table.schema().to_arrow().names
@@ -41,11 +42,20 @@ def read_delta(path: str, version: int | None = None, columns: list[str] | None 
 
 
 def commit_metadata(path: str, version: int | None, what: str = "table") -> dict:
-    """The userMetadata JSON a job wrote into Delta commit ``version`` of ``path`` ({} if none)."""
+    """The userMetadata JSON a job wrote into Delta commit ``version`` of ``path`` ({} if it wrote none).
+
+    Raises:
+        InputError: the table has no commit ``version`` (rewritten or vacuumed since).
+    """
     for entry in _open(path, None, what).history():
         if version is None or entry.get("version") == version:
             try:
                 return json.loads(entry.get("userMetadata") or "{}")
             except json.JSONDecodeError:
                 return {}
-    return {}
+    raise InputError(f"{what}: {path!r} has no commit {version} in its history (rewritten or vacuumed since?)")
+
+
+def commit_inputs(path: str, version: int | None, what: str = "table") -> dict[str, dict]:
+    """The tables the stage runner recorded as read by commit ``version``: ``{name: {"path", "version"}}``."""
+    return commit_metadata(path, version, what).get("inputs") or {}

@@ -39,8 +39,11 @@ def spark_xxhash64(values: Sequence[str]) -> np.ndarray:
     """
     import xxhash
 
-    h = np.fromiter((xxhash.xxh64_intdigest(v.encode("utf-8"), seed=SPARK_XXHASH64_SEED) for v in values),
-                    dtype=np.uint64, count=len(values))
+    h = np.fromiter(
+        (xxhash.xxh64_intdigest(v.encode("utf-8"), seed=SPARK_XXHASH64_SEED) for v in values),
+        dtype=np.uint64,
+        count=len(values),
+    )
     return h.view(np.int64)
 
 

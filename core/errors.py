@@ -25,3 +25,12 @@ class ConfigError(UserError):
 
 class InputError(UserError):
     """Input data is missing, unreadable or malformed; the message names the table, path or column."""
+
+
+class StageFailed(PipelineError):
+    """A stage of a multi-stage run exited non-zero; the run exits with the same code."""
+
+    def __init__(self, stage: str, exit_code: int):
+        super().__init__(f"stage {stage} exited with code {exit_code}")
+        self.stage = stage
+        self.exit_code = exit_code

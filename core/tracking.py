@@ -53,6 +53,8 @@ def flatten_params(params: BaseModel | Mapping[str, Any] | None, prefix: str = "
     out: dict[str, str] = {}
     for key, value in params.items():
         name = f"{prefix}{_PARAM_KEY_UNSAFE.sub('_', str(key))}"  # e.g. sharding_types.'*' -> sharding_types._
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json")
         if isinstance(value, Mapping) and value and all(isinstance(k, str) for k in value):
             out.update(flatten_params(value, prefix=f"{name}."))
             continue
@@ -66,7 +68,7 @@ def sqlite_path(tracking_uri: str) -> Path | None:
     prefix = "sqlite:///"
     if not tracking_uri.startswith(prefix):
         return None
-    return Path(tracking_uri[len(prefix):].split("?", 1)[0])
+    return Path(tracking_uri[len(prefix) :].split("?", 1)[0])
 
 
 def configure(cfg: MlflowConfig) -> str | None:
@@ -97,9 +99,15 @@ def configure(cfg: MlflowConfig) -> str | None:
 
 
 @contextlib.contextmanager
-def mlflow_run(cfg: MlflowConfig, run_name: str, *, params: BaseModel | Mapping[str, Any] | None = None,
-               parent: str | None = None, tags: Mapping[str, str] | None = None,
-               export_parent: bool = False) -> Iterator[Any]:
+def mlflow_run(
+    cfg: MlflowConfig,
+    run_name: str,
+    *,
+    params: BaseModel | Mapping[str, Any] | None = None,
+    parent: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    export_parent: bool = False,
+) -> Iterator[Any]:
     """Start (and end) one MLflow run for a stage; yields the active run, or None if disabled.
 
     Args:
@@ -125,21 +133,30 @@ def mlflow_run(cfg: MlflowConfig, run_name: str, *, params: BaseModel | Mapping[
     active = mlflow.active_run()
     parent = parent or os.environ.get(PARENT_RUN_ENV) or (active.info.run_id if active else None)
     if active is not None and parent != active.info.run_id:
-        raise ValueError(f"mlflow_run({run_name!r}): run {active.info.run_id} is active in this process "
-                         f"but the parent given is {parent}; end the active run first")
+        raise ValueError(
+            f"mlflow_run({run_name!r}): run {active.info.run_id} is active in this process "
+            f"but the parent given is {parent}; end the active run first"
+        )
     if parent:
         experiment_id = mlflow.get_run(parent).info.experiment_id
     run_tags = {STAGE_TAG: run_name, **(tags or {})}
-    with mlflow.start_run(run_name=run_name, experiment_id=experiment_id, parent_run_id=parent,
-                          nested=parent is not None, tags=run_tags) as run:
+    with mlflow.start_run(
+        run_name=run_name, experiment_id=experiment_id, parent_run_id=parent, nested=parent is not None, tags=run_tags
+    ) as run:
         previous_env = os.environ.get(PARENT_RUN_ENV)
         if export_parent:
             os.environ[PARENT_RUN_ENV] = run.info.run_id
         try:
             if params is not None:
                 mlflow.log_params(flatten_params(params))
-            log.info("MLflow run %s (%s) in experiment %s at %s%s", run.info.run_id, run_name, experiment_id,
-                     cfg.tracking_uri, f", parent {parent}" if parent else "")
+            log.info(
+                "MLflow run %s (%s) in experiment %s at %s%s",
+                run.info.run_id,
+                run_name,
+                experiment_id,
+                cfg.tracking_uri,
+                f", parent {parent}" if parent else "",
+            )
             yield run
         except BaseException as exc:
             try:  # never let bookkeeping hide the job's own error
@@ -164,8 +181,9 @@ def _active():
     return mlflow.active_run()
 
 
-def log_delta_table(name: str, path: str, version: int | None, role: str = "input",
-                    num_rows: int | None = None) -> None:
+def log_delta_table(
+    name: str, path: str, version: int | None, role: str = "input", num_rows: int | None = None
+) -> None:
     """Record a Delta table this run read (``role="input"``) or wrote (``"output"``).
 
     Logs params ``<role>.<name>.path`` / ``<role>.<name>.delta_version`` and an MLflow dataset
@@ -204,12 +222,19 @@ def log_quality_results(folder: str | Path) -> list[str]:
         return []
     import mlflow
 
-    suites = [folder] if (folder / "result.json").exists() else sorted(
-        d for d in folder.iterdir() if (d / "result.json").exists())
+    suites = (
+        [folder]
+        if (folder / "result.json").exists()
+        else sorted(d for d in folder.iterdir() if (d / "result.json").exists())
+    )
     for suite in suites:
         mlflow.log_artifacts(str(suite), artifact_path=f"quality/{suite.name}")
         result = json.loads((suite / "result.json").read_text())
         stats = result.get("statistics") or {}
-        mlflow.log_metrics({f"quality.{suite.name}.success": float(bool(result.get("success"))),
-                            f"quality.{suite.name}.failed": float(stats.get("unsuccessful_expectations", 0))})
+        mlflow.log_metrics(
+            {
+                f"quality.{suite.name}.success": float(bool(result.get("success"))),
+                f"quality.{suite.name}.failed": float(stats.get("unsuccessful_expectations", 0)),
+            }
+        )
     return [s.name for s in suites]

@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat
 
 # Sharding types TorchRec's planner knows; which ones a backend offers is checked at plan time
 # (on CPU/gloo: data_parallel, table_wise, column_wise, table_column_wise; row-wise needs GPUs).
-ShardingTypeName = Literal["data_parallel", "table_wise", "column_wise", "row_wise", "table_row_wise",
-                           "table_column_wise"]
+ShardingTypeName = Literal[
+    "data_parallel", "table_wise", "column_wise", "row_wise", "table_row_wise", "table_column_wise"
+]
 
 
 class _Strict(BaseModel):
@@ -52,8 +53,7 @@ class UnifiedLayoutConfig(_Strict):
     chunks: dict[str, PositiveInt] = Field(default_factory=dict)
 
 
-LayoutConfig = Annotated[VocabLayoutConfig | HashedLayoutConfig | UnifiedLayoutConfig,
-                         Field(discriminator="kind")]
+LayoutConfig = Annotated[VocabLayoutConfig | HashedLayoutConfig | UnifiedLayoutConfig, Field(discriminator="kind")]
 
 
 class DlrmConfig(_Strict):
@@ -77,33 +77,29 @@ class DcnConfig(_Strict):
 ModelConfig = Annotated[DlrmConfig | DcnConfig, Field(discriminator="kind")]
 
 
-class RandomSplitConfig(_Strict):
+class _SplitFractions(_Strict):
+    """The valid and test shares of a split (they must leave training rows)."""
+
+    valid_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _leaves_training_rows(self) -> "_SplitFractions":
+        if self.valid_fraction + self.test_fraction >= 1.0:
+            raise ValueError("split.valid_fraction + split.test_fraction must be < 1")
+        return self
+
+
+class RandomSplitConfig(_SplitFractions):
     """Seeded random split: a row's split is a hash of (seed, event_id), so file layout cannot change it."""
 
     kind: Literal["random"] = "random"
-    valid_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
-    test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
-
-    @model_validator(mode="after")
-    def _leaves_training_rows(self) -> "RandomSplitConfig":
-        if self.valid_fraction + self.test_fraction >= 1.0:
-            raise ValueError("split.valid_fraction + split.test_fraction must be < 1")
-        return self
 
 
-class TimeSplitConfig(_Strict):
-    """Time-ordered split: the last ``test_fraction`` of rows by ``ts`` are test, the ones before valid."""
+class TimeSplitConfig(_SplitFractions):
+    """Time-ordered split on ``schema.time``: the last ``test_fraction`` of rows are test, the ones before valid."""
 
     kind: Literal["time"] = "time"
-    time_col: str = "ts"
-    valid_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
-    test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
-
-    @model_validator(mode="after")
-    def _leaves_training_rows(self) -> "TimeSplitConfig":
-        if self.valid_fraction + self.test_fraction >= 1.0:
-            raise ValueError("split.valid_fraction + split.test_fraction must be < 1")
-        return self
 
 
 SplitConfig = Annotated[RandomSplitConfig | TimeSplitConfig, Field(discriminator="kind")]
@@ -118,7 +114,8 @@ class OptEmbedConfig(_Strict):
 
     enabled: bool = False
     stages: list[Literal["supernet", "search", "retrain"]] = Field(
-        default_factory=lambda: ["supernet", "search", "retrain"])
+        default_factory=lambda: ["supernet", "search", "retrain"]
+    )
     work_dir: str | None = Field(default=None, description="where stage results are kept between stages")
     baseline: bool = Field(default=True, description="also train the plain full model first (the 'before' metrics)")
     row_pruning: bool = True
@@ -137,8 +134,9 @@ class OptEmbedConfig(_Strict):
     generations: NonNegativeInt = 30
     search_valid_rows: PositiveInt | None = Field(default=None, description="cap on validation rows per fitness call")
     max_params: PositiveInt | None = Field(default=None, description="parameter budget of the searched table")
-    max_params_fraction: float | None = Field(default=None, gt=0.0, le=1.0,
-                                              description="budget as a fraction of the full table's parameters")
+    max_params_fraction: float | None = Field(
+        default=None, gt=0.0, le=1.0, description="budget as a fraction of the full table's parameters"
+    )
     width_multiple: PositiveInt = 4
 
     @model_validator(mode="after")
@@ -151,27 +149,35 @@ class OptEmbedConfig(_Strict):
         return self
 
 
-class TrainConfig(_Strict):
-    """CTR training settings: data, layout, model, optimisers, sharding, launch and outputs."""
+class TrainInputs(_Strict):
+    """What the trainer reads: table paths and click-log columns (``PipelineConfig.train_inputs()`` fills it)."""
 
-    # data
-    input: str = "data/encoded"
-    vocab: str = "data/vocab"
+    encoded: str = Field(min_length=1, description="the encoded click log (Delta)")
+    vocab: str = Field(min_length=1, description="the vocabulary table (Delta)")
     oracle: str | None = Field(default=None, description="optional (event_id, p_true) table: best AUC on the test rows")
     label_col: str = "label"
     id_col: str = "event_id"
-    dense_features: list[str] | None = Field(default=None, description="default: every I<n> column")
-    sparse_features: list[str] | None = Field(default=None, description="default: every C<n> and array<int> column")
+    time_col: str | None = "ts"
+    dense: list[str] | None = Field(default=None, description="None: every I<n> column")
+    sparse: list[str] | None = Field(default=None, description="None: every C<n> and array<int> column")
+
+
+class TrainConfig(_Strict):
+    """CTR training settings: data, layout, model, optimisers, sharding, launch and outputs."""
+
+    # data (tables and columns: TrainInputs, from the catalog and the schema)
     read_batch_rows: PositiveInt = 65_536
     split: SplitConfig = RandomSplitConfig()
     # embeddings + model
     layout: LayoutConfig = VocabLayoutConfig()
     embedding_dim: PositiveInt = 16
     pooling: Literal["sum", "mean"] = Field(
-        default="sum", description="how a bag of values (array features) pools its rows; one-value bags give the row")
+        default="sum", description="how a bag of values (array features) pools its rows; one-value bags give the row"
+    )
     model: ModelConfig = DlrmConfig()
     max_embedding_bytes: PositiveInt | None = Field(
-        default=None, description="refuse tables (weights + optimizer state) larger than this many bytes")
+        default=None, description="refuse tables (weights + optimizer state) larger than this many bytes"
+    )
     # optimisation
     batch_size: PositiveInt = 512
     epochs: PositiveInt = 1
@@ -185,15 +191,20 @@ class TrainConfig(_Strict):
     # distribution
     world_size: PositiveInt = 1
     num_threads: PositiveInt | None = Field(
-        default=None, description="torch CPU threads per rank (default: $OMP_NUM_THREADS, else 1; "
-                                  "more threads than free cores makes OpenMP spin and training crawl)")
+        default=None,
+        description="torch CPU threads per rank (default: $OMP_NUM_THREADS, else 1; "
+        "more threads than free cores makes OpenMP spin and training crawl)",
+    )
     device: Literal["cpu", "cuda"] = "cpu"
     backend: Literal["auto", "gloo", "nccl"] = "auto"
     launcher: Literal["auto", "spark"] = Field(
-        default="auto", description="auto: torchrun env if present, else spawn world_size ranks; spark: TorchDistributor")
+        default="auto",
+        description="auto: torchrun env if present, else spawn world_size ranks; spark: TorchDistributor",
+    )
     spark_local_mode: bool = True
     sharding_types: dict[str, list[ShardingTypeName]] = Field(
-        default_factory=dict, description="allowed sharding types per table name ('*' = every table)")
+        default_factory=dict, description="allowed sharding types per table name ('*' = every table)"
+    )
     optembed: OptEmbedConfig = OptEmbedConfig()
     # outputs
     checkpoint_dir: str | None = None
@@ -206,14 +217,18 @@ class TrainConfig(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":
         if self.embedding_optimizer == "adam" and self.device == "cpu":
-            raise ValueError("embedding_optimizer 'adam' (fused Adam) is not offered by FBGEMM on CPU; "
-                             "use rowwise_adagrad, adagrad or sgd, or device cuda")
+            raise ValueError(
+                "embedding_optimizer 'adam' (fused Adam) is not offered by FBGEMM on CPU; "
+                "use rowwise_adagrad, adagrad or sgd, or device cuda"
+            )
         if self.backend == "nccl" and self.device == "cpu":
             raise ValueError("backend 'nccl' needs device 'cuda'")
         if (self.resume or self.checkpoint_every) and not self.checkpoint_dir:
             raise ValueError("resume/checkpoint_every need checkpoint_dir")
         if self.optembed.enabled and self.layout.kind == "unified":
-            raise ValueError("optembed needs per-feature tables (train.layout.kind vocab or hashed): the unified "
-                             "table shares each row between features, so per-field thresholds and widths do not "
-                             "define a smaller table")
+            raise ValueError(
+                "optembed needs per-feature tables (train.layout.kind vocab or hashed): the unified "
+                "table shares each row between features, so per-field thresholds and widths do not "
+                "define a smaller table"
+            )
         return self

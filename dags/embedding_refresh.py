@@ -77,7 +77,7 @@ with DAG(
     fastrp = spark_job("fastrp", "fastrp")
     train = python_job("train", "train_ctr")
     promote = python_job("promote", "promote")  # evaluate vs the champion, move the registry aliases
-    score = spark_job("score", "score")          # batch scoring with models:/<name>@champion
+    score = spark_job("score", "score")  # batch scoring with models:/<name>@champion
     build_vocab >> encode >> train >> promote >> score
     if SYNTHETIC:
         synth = spark_job("make_synthetic", "make_synthetic")

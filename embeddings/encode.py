@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -43,17 +44,17 @@ def _lookup(vocab: DataFrame, feature: str, size: int, broadcast_max_rows: int) 
 
 def _id_column(raw, found, handle_invalid: str) -> F.Column:
     unknown = F.lit(OOV_ID) if handle_invalid == "keep" else F.lit(None)
-    return (F.when(raw.isNull(), F.lit(MISSING_ID))
-            .when(found.isNull(), unknown)
-            .otherwise(found)).cast("int")
+    return (F.when(raw.isNull(), F.lit(MISSING_ID)).when(found.isNull(), unknown).otherwise(found)).cast("int")
 
 
 def encode_scalar(df: DataFrame, feature: str, lookup: DataFrame, handle_invalid: str) -> DataFrame:
     """Replace scalar column ``feature`` by its id (null: unknown under 'skip'/'error')."""
     joined = df.join(lookup, df[feature].cast("string") == lookup["__value"], "left")
-    return (joined.withColumn(feature + HASH_SUFFIX, value_hash(F.col(feature)))
-            .withColumn(feature, _id_column(F.col(feature), F.col("__id"), handle_invalid))
-            .drop("__value", "__id"))
+    return (
+        joined.withColumn(feature + HASH_SUFFIX, value_hash(F.col(feature)))
+        .withColumn(feature, _id_column(F.col(feature), F.col("__id"), handle_invalid))
+        .drop("__value", "__id")
+    )
 
 
 def encode_array(df: DataFrame, feature: str, lookup: DataFrame, handle_invalid: str) -> DataFrame:
@@ -62,43 +63,60 @@ def encode_array(df: DataFrame, feature: str, lookup: DataFrame, handle_invalid:
     ``df`` must carry the row key ``__row`` and be materialised (checkpointed), since the ids are
     computed on the exploded elements and joined back by that key.
     """
-    elems = (df.select(_ROW, F.posexplode(feature).alias("pos", "value"))
-             .join(lookup, F.col("value").cast("string") == F.col("__value"), "left")
-             .select(_ROW, "pos", _id_column(F.col("value"), F.col("__id"), handle_invalid).alias("id")))
+    elems = (
+        df.select(_ROW, F.posexplode(feature).alias("pos", "value"))
+        .join(lookup, F.col("value").cast("string") == F.col("__value"), "left")
+        .select(_ROW, "pos", _id_column(F.col("value"), F.col("__id"), handle_invalid).alias("id"))
+    )
     if handle_invalid == "skip":
         elems = elems.where(F.col("id").isNotNull())
-    ids = (elems.groupBy(_ROW)
-           .agg(F.array_sort(F.collect_list(F.struct("pos", "id"))).alias("__pairs"))
-           .select(_ROW, F.transform("__pairs", lambda p: p["id"]).alias("__ids")))
-    out = (df.join(ids, _ROW, "left")
-           .withColumn(feature + HASH_SUFFIX, F.transform(feature, lambda x: value_hash(x)))
-           .withColumn(feature, F.when(F.col(feature).isNull(), F.lit(None))
-                       .otherwise(F.coalesce(F.col("__ids"), F.array().cast("array<int>"))))
-           .drop("__ids"))
+    ids = (
+        elems.groupBy(_ROW)
+        .agg(F.array_sort(F.collect_list(F.struct("pos", "id"))).alias("__pairs"))
+        .select(_ROW, F.transform("__pairs", lambda p: p["id"]).alias("__ids"))
+    )
+    out = (
+        df.join(ids, _ROW, "left")
+        .withColumn(feature + HASH_SUFFIX, F.transform(feature, lambda x: value_hash(x)))
+        .withColumn(
+            feature,
+            F.when(F.col(feature).isNull(), F.lit(None)).otherwise(
+                F.coalesce(F.col("__ids"), F.array().cast("array<int>"))
+            ),
+        )
+        .drop("__ids")
+    )
     return out
 
 
-def encode(raw: DataFrame, vocab: DataFrame, cfg: EncodeConfig) -> DataFrame:
-    """Encode ``cfg.features`` of ``raw`` with ``vocab`` (VOCAB_SCHEMA), per ``cfg.handle_invalid``.
+def encode(raw: DataFrame, vocab: DataFrame, features: Sequence[str], cfg: EncodeConfig | None = None) -> DataFrame:
+    """Encode the ``features`` columns of ``raw`` with ``vocab`` (VOCAB_SCHEMA), per ``cfg.handle_invalid``.
 
     Raises:
         InputError: a feature column is missing or mistyped, the vocabulary lacks columns or has
             no rows for a feature, or (``handle_invalid="error"``) a value is not in the vocabulary.
     """
-    check_feature_columns(raw, cfg.features)
+    cfg = cfg or EncodeConfig()
+    features = list(features)
+    check_feature_columns(raw, features)
     require_columns(vocab, VOCAB_COLUMNS, "vocabulary")
-    sizes = {r["feature"]: r["n"] for r in
-             vocab.where(F.col("feature").isin(cfg.features)).groupBy("feature").count()
-             .withColumnRenamed("count", "n").collect()}
-    absent = [f for f in cfg.features if f not in sizes]
+    sizes = {
+        r["feature"]: r["n"]
+        for r in vocab.where(F.col("feature").isin(features))
+        .groupBy("feature")
+        .count()
+        .withColumnRenamed("count", "n")
+        .collect()
+    }
+    absent = [f for f in features if f not in sizes]
     if absent:
         raise InputError(f"vocabulary has no rows for feature(s) {absent}: build it with these features first")
-    arrays = [f for f in cfg.features if isinstance(raw.schema[f].dataType, T.ArrayType)]
+    arrays = [f for f in features if isinstance(raw.schema[f].dataType, T.ArrayType)]
     df = raw
     if arrays:
         # A stable row key, materialised once so the exploded side and the rows agree on it.
         df = raw.withColumn(_ROW, F.monotonically_increasing_id()).checkpoint(eager=True)
-    for feature in cfg.features:
+    for feature in features:
         lookup = _lookup(vocab, feature, sizes[feature], cfg.broadcast_max_rows)
         if feature in arrays:
             df = encode_array(df, feature, lookup, cfg.handle_invalid)
@@ -106,17 +124,19 @@ def encode(raw: DataFrame, vocab: DataFrame, cfg: EncodeConfig) -> DataFrame:
             df = encode_scalar(df, feature, lookup, cfg.handle_invalid)
     if arrays:
         df = df.drop(_ROW)
-    scalar = [f for f in cfg.features if f not in arrays]
+    scalar = [f for f in features if f not in arrays]
     if cfg.handle_invalid == "skip" and scalar:
         df = df.where(functools.reduce(lambda a, b: a & b, [F.col(f).isNotNull() for f in scalar]))
     if cfg.handle_invalid == "error":
-        _raise_on_unknown(df, raw, cfg.features, arrays)
-    return df.select(*raw.columns, *[f + HASH_SUFFIX for f in cfg.features])
+        _raise_on_unknown(df, raw, features, arrays)
+    return df.select(*raw.columns, *[f + HASH_SUFFIX for f in features])
 
 
 def _raise_on_unknown(df: DataFrame, raw: DataFrame, features: list[str], arrays: list[str]) -> None:
-    checks = [F.sum(F.when(F.col(f).isNull() & raw_notnull, 1).otherwise(0)).alias(f)
-              for f, raw_notnull in ((f, F.col(f + HASH_SUFFIX).isNotNull()) for f in features if f not in arrays)]
+    checks = [
+        F.sum(F.when(F.col(f).isNull() & raw_notnull, 1).otherwise(0)).alias(f)
+        for f, raw_notnull in ((f, F.col(f + HASH_SUFFIX).isNotNull()) for f in features if f not in arrays)
+    ]
     checks += [F.sum(F.size(F.filter(f, lambda x: x.isNull()))).alias(f) for f in arrays]
     counts = df.agg(*checks).head().asDict()
     bad = {f: int(n) for f, n in counts.items() if n}

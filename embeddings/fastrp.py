@@ -1,6 +1,6 @@
 """FastRP maths (Chen et al., CIKM 2019): hash-derived projection, propagation, scipy reference engine.
 
-Pure numpy/scipy: no Spark here. The Spark engine (``embeddings/fastrp_spark.py``) calls the same
+Pure numpy/scipy: no Spark here. The Spark engine (``embeddings/fastrp_engine.py``) calls the same
 functions inside its pandas UDFs, so both engines build a bit-identical projection R and apply the
 same per-row formulas; only the order of the sparse sums differs (tests: equal to 1e-5).
 
@@ -187,7 +187,9 @@ def add_scaled_rows(e: np.ndarray, x: np.ndarray, row_weights: np.ndarray, rows_
     return out
 
 
-def initial_state(r: np.ndarray, degree: np.ndarray, beta: float, self_influence: float) -> tuple[np.ndarray, np.ndarray]:
+def initial_state(
+    r: np.ndarray, degree: np.ndarray, beta: float, self_influence: float
+) -> tuple[np.ndarray, np.ndarray]:
     """X_0 = diag(deg^beta) R and E_0 = sigma * l2rows(R) for a block of rows.
 
     Args:
@@ -201,7 +203,9 @@ def initial_state(r: np.ndarray, degree: np.ndarray, beta: float, self_influence
     return x0, e0
 
 
-def propagation_update(propagated: np.ndarray, embedding: np.ndarray, weight: float, variant: str) -> tuple[np.ndarray, np.ndarray]:
+def propagation_update(
+    propagated: np.ndarray, embedding: np.ndarray, weight: float, variant: str
+) -> tuple[np.ndarray, np.ndarray]:
     """One iteration's per-row update, given the propagated rows P·X_{k-1}.
 
     paper: X_k = P X_{k-1}, E += alpha_k l2rows(X_k). gds: X_k = l2rows(P X_{k-1}), E += alpha_k X_k.
@@ -246,7 +250,9 @@ def column_moments(e: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     return e.shape[0], mean, column_moments_sum(e, mean)
 
 
-def merge_moments(moments: Sequence[tuple[int, np.ndarray, np.ndarray]], dim: int) -> tuple[int, np.ndarray, np.ndarray]:
+def merge_moments(
+    moments: Sequence[tuple[int, np.ndarray, np.ndarray]], dim: int
+) -> tuple[int, np.ndarray, np.ndarray]:
     """Blocks' moments merged in the given order (Chan et al. 1979), so a fixed order gives fixed bits.
 
     Returns:
@@ -288,7 +294,9 @@ def standardize_columns(e: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- graph + local engine
 
 
-def symmetrize(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, directed: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def symmetrize(
+    src: np.ndarray, dst: np.ndarray, weight: np.ndarray, directed: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The stored edge list of S: directed as given; undirected adds each non-loop edge reversed.
 
     A self loop is stored once (S[i, i] = w, not 2w). Duplicates are kept here and summed when S
@@ -307,7 +315,9 @@ def symmetrize(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, directed: b
 
 def adjacency(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, num_nodes: int, directed: bool) -> sp.csr_matrix:
     """S as CSR (N, N), duplicates summed; see :func:`symmetrize`."""
-    rows, cols, vals = symmetrize(np.asarray(src, np.int64), np.asarray(dst, np.int64), np.asarray(weight, np.float64), directed)
+    rows, cols, vals = symmetrize(
+        np.asarray(src, np.int64), np.asarray(dst, np.int64), np.asarray(weight, np.float64), directed
+    )
     s = sp.coo_matrix((vals, (rows, cols)), shape=(num_nodes, num_nodes)).tocsr()
     s.sum_duplicates()
     return s
@@ -317,7 +327,7 @@ def projection_rows(keys: np.ndarray, dim: int, sparsity: float, seed: int, chun
     """:func:`random_projection` in row chunks, so the uint64 scratch stays small. (N, D) float64."""
     out = np.empty((len(keys), dim), dtype=np.float64)
     for start in range(0, len(keys), chunk_rows):
-        out[start:start + chunk_rows] = random_projection(keys[start:start + chunk_rows], dim, sparsity, seed)
+        out[start : start + chunk_rows] = random_projection(keys[start : start + chunk_rows], dim, sparsity, seed)
     return out
 
 
@@ -339,14 +349,22 @@ class FastRPParams:
     def from_config(cls, cfg, num_nodes: int) -> "FastRPParams":
         """Resolve ``cfg`` (a FastRPConfig) for a graph of ``num_nodes`` nodes."""
         sparsity = float(cfg.sparsity) if cfg.sparsity is not None else default_sparsity(num_nodes)
-        return cls(dim=cfg.dim, iteration_weights=tuple(float(w) for w in cfg.iteration_weights),
-                   normalization_strength=cfg.normalization_strength, self_influence=cfg.self_influence,
-                   sparsity=sparsity, variant=cfg.variant, standardize=cfg.standardize, seed=cfg.seed,
-                   directed=cfg.directed)
+        return cls(
+            dim=cfg.dim,
+            iteration_weights=tuple(float(w) for w in cfg.iteration_weights),
+            normalization_strength=cfg.normalization_strength,
+            self_influence=cfg.self_influence,
+            sparsity=sparsity,
+            variant=cfg.variant,
+            standardize=cfg.standardize,
+            seed=cfg.seed,
+            directed=cfg.directed,
+        )
 
 
-def fastrp_local(s: sp.csr_matrix, keys: np.ndarray, params: FastRPParams,
-                 projection: np.ndarray | None = None) -> np.ndarray:
+def fastrp_local(
+    s: sp.csr_matrix, keys: np.ndarray, params: FastRPParams, projection: np.ndarray | None = None
+) -> np.ndarray:
     """The single-machine reference: FastRP of the graph S with the hash-derived R, in float64.
 
     Args:
@@ -375,8 +393,9 @@ def index_nodes(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return nodes, inverse[:m].astype(np.int64), inverse[m:].astype(np.int64)
 
 
-def embed_edge_list(src, dst, weight, params_or_cfg, directed: bool | None = None,
-                    projection: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def embed_edge_list(
+    src, dst, weight, params_or_cfg, directed: bool | None = None, projection: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Local engine from raw edge columns: returns (node_ids (N,), embeddings (N, D) float64).
 
     ``params_or_cfg`` is a :class:`FastRPParams` or a FastRPConfig (sparsity resolved from N).
@@ -414,8 +433,9 @@ def chunk_rows_for(dim: int, target_bytes: int = 4 << 20) -> int:
     return max(64, target_bytes // (4 * dim))
 
 
-def estimate_resources(num_nodes: int, num_edges: int, dim: int, iterations: int, directed: bool,
-                       block_size: int, self_loops: int = 0) -> dict:
+def estimate_resources(
+    num_nodes: int, num_edges: int, dim: int, iterations: int, directed: bool, block_size: int, self_loops: int = 0
+) -> dict:
     """Memory and shuffle volume of one run, from counts alone (like GDS's ``.estimate``).
 
     Spark engine, per iteration: every column block b sends, for every row block a it has edges

@@ -41,6 +41,17 @@ def delta_version(spark: SparkSession, path: str) -> int | None:
     return DeltaTable.forPath(spark, path).history(1).select("version").head()[0]
 
 
+def commit_metadata(spark: SparkSession, path: str) -> dict | None:
+    """The userMetadata JSON of the latest commit of the Delta table at ``path`` (None if there is none)."""
+    from delta.tables import DeltaTable
+
+    raw = DeltaTable.forPath(spark, path).history(1).select("userMetadata").head()[0]
+    try:
+        return json.loads(raw) if raw else None
+    except json.JSONDecodeError:
+        return None
+
+
 def read_table(spark: SparkSession, path: str, fmt: str = "delta", what: str = "input") -> DataFrame:
     """Read a table; a missing or unreadable path raises InputError naming ``what`` and the path."""
     from pyspark.errors import AnalysisException
@@ -66,8 +77,13 @@ def require_columns(df: DataFrame, columns: list[str], what: str = "input") -> N
         raise InputError(f"{what}: missing column(s) {missing}; available: {df.columns}")
 
 
-def write_delta(df: DataFrame, path: str, metadata: dict | None = None, mode: str = "overwrite",
-                partition_by: list[str] | None = None) -> WriteResult:
+def write_delta(
+    df: DataFrame,
+    path: str,
+    metadata: dict | None = None,
+    mode: str = "overwrite",
+    partition_by: list[str] | None = None,
+) -> WriteResult:
     """Write ``df`` as one atomic Delta commit (schema replaced on overwrite) and report it.
 
     ``metadata`` goes into the commit's userMetadata, so the Delta log itself says which job,

@@ -1,14 +1,14 @@
 """Great Expectations (1.x) gates: one suite per table the pipeline reads or publishes.
 
 A job calls :func:`gate` after each read and before each publish; a failing suite raises
-:class:`DataQualityError` (an :class:`~embeddings.io.InputError`, so ``cli.run`` exits with code 2)
+:class:`DataQualityError` (an :class:`~core.errors.InputError`, so ``core.cli.run`` exits with code 2)
 naming the suite, the failed expectations and their columns, before anything is written. Every
 validation leaves its evidence in ``<quality.output>/<suite>/``: ``result.json`` (the GX
 validation result) and ``docs/index.html`` (Data Docs), ready for
-``embeddings.tracking.log_quality_results``.
+``core.tracking.log_quality_results``.
 
 Suites (builders take column names and bounds; :data:`SUITES` maps each name to its builder and
-to the :class:`~embeddings.config.QualityConfig` keys that fill it):
+to the :class:`~core.config.QualityConfig` keys that fill it):
 
     clicks          raw click log: columns present, id/label/dense types, label in {0, 1},
                     non-null (and unique) event ids, dense values in [dense_min, dense_max] and
@@ -16,17 +16,17 @@ to the :class:`~embeddings.config.QualityConfig` keys that fill it):
     vocabulary      (feature, value, id): non-null, (feature, id) and (feature, value) unique,
                     ids >= vocab_min_id (0 and 1 are reserved)
     vocabulary_ids  previous vs new vocabulary: every old (feature, value) keeps its id and no
-                    id is given to another value (a Spark/pandas join computes an ``id_status``
+                    id is given to another value (a Spark join computes an ``id_status``
                     per value; GX checks it is in {kept, new})
     edges           non-null endpoints, weights > 0 and finite
     embeddings      one row per node, every vector of length ``dim`` with finite entries and an
-                    L2 norm in [min_norm, max_norm] (Spark/pandas computes per-row length,
+                    L2 norm in [min_norm, max_norm] (Spark computes per-row length,
                     non-finite count and norm; GX checks them)
     scores          probabilities non-null and in [0, 1]
 
 Spark DataFrames are validated in place through GX's Spark data source: metrics are Spark
 aggregations, and only the summary (counts, up to ``quality.examples`` unexpected values)
-reaches the driver. pandas frames go through GX's pandas data source with the same suites.
+reaches the driver.
 """
 
 from __future__ import annotations
@@ -41,18 +41,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
+import great_expectations as gx
+import great_expectations.expectations as gxe
+from great_expectations.checkpoint import UpdateDataDocsAction
+from great_expectations.data_context.types.base import (
+    DataContextConfig,
+    InMemoryStoreBackendDefaults,
+    ProgressBarsConfig,
+)
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
-from core.config import QualityConfig
+from core.config import ClickSchema, QualityConfig
 from core.errors import InputError
 
 log = logging.getLogger(__name__)
 
 FLOAT_MAX = sys.float_info.max  # an upper bound that NaN and +inf fail (Spark orders NaN above +inf)
 
-INTEGER_TYPES = ["LongType", "IntegerType", "ShortType", "ByteType",
-                 "int64", "int32", "int16", "int8", "Int64", "Int32", "Int16", "Int8"]
+INTEGER_TYPES = [
+    "LongType",
+    "IntegerType",
+    "ShortType",
+    "ByteType",
+    "int64",
+    "int32",
+    "int16",
+    "int8",
+    "Int64",
+    "Int32",
+    "Int16",
+    "Int8",
+]
 NUMERIC_TYPES = INTEGER_TYPES + ["DoubleType", "FloatType", "DecimalType", "float64", "float32", "Float64", "Float32"]
 STRING_TYPES = ["StringType", "object", "string", "str"]
 
@@ -98,8 +118,7 @@ class QualityReport:
     def summary(self) -> str:
         if self.success:
             return f"data quality suite '{self.suite}' passed ({self.evaluated} expectations)"
-        lines = [f"data quality suite '{self.suite}' failed ({len(self.failures)} of {self.evaluated} "
-                 f"expectations):"]
+        lines = [f"data quality suite '{self.suite}' failed ({len(self.failures)} of {self.evaluated} expectations):"]
         lines += [f"  - {f}" for f in self.failures]
         if self.result_path:
             lines.append(f"  results: {self.result_path}")
@@ -111,15 +130,7 @@ class QualityReport:
 # --------------------------------------------------------------------------- suites
 
 
-def _gxe():
-    import great_expectations.expectations as gxe
-
-    return gxe
-
-
 def _suite(name: str, expectations: list) -> Any:
-    import great_expectations as gx
-
     return gx.ExpectationSuite(name=name, expectations=expectations)
 
 
@@ -127,12 +138,21 @@ def _finite_max(value: float | None) -> float:
     return FLOAT_MAX if value is None else value
 
 
-def clicks_suite(*, id_col: str = "event_id", label_col: str = "label", time_col: str | None = "ts",
-                 dense_cols: list[str] = (), categorical_cols: list[str] = (), min_rows: int = 1,
-                 max_rows: int | None = None, dense_min: float | None = 0.0, dense_max: float | None = None,
-                 unique_ids: bool = True, name: str = "clicks"):
+def clicks_suite(
+    *,
+    id_col: str = "event_id",
+    label_col: str = "label",
+    time_col: str | None = "ts",
+    dense_cols: list[str] = (),
+    categorical_cols: list[str] = (),
+    min_rows: int = 1,
+    max_rows: int | None = None,
+    dense_min: float | None = 0.0,
+    dense_max: float | None = None,
+    unique_ids: bool = True,
+    name: str = "clicks",
+):
     """Raw click log: schema, label in {0, 1}, non-null ids, finite dense values in range, row count."""
-    gxe = _gxe()
     columns = [id_col, label_col, *([time_col] if time_col else []), *dense_cols, *categorical_cols]
     ex: list = [gxe.ExpectColumnToExist(column=c) for c in columns]
     ex += [
@@ -151,10 +171,15 @@ def clicks_suite(*, id_col: str = "event_id", label_col: str = "label", time_col
     return _suite(name, ex)
 
 
-def vocabulary_suite(*, feature_col: str = "feature", value_col: str = "value", id_col: str = "id",
-                     min_id: int = 2, name: str = "vocabulary"):
+def vocabulary_suite(
+    *,
+    feature_col: str = "feature",
+    value_col: str = "value",
+    id_col: str = "id",
+    min_id: int = 2,
+    name: str = "vocabulary",
+):
     """Vocabulary table: unique (feature, id) and (feature, value), ids >= ``min_id``."""
-    gxe = _gxe()
     ex: list = [gxe.ExpectColumnToExist(column=c) for c in (feature_col, value_col, id_col)]
     ex += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in (feature_col, value_col, id_col)]
     ex += [
@@ -168,34 +193,52 @@ def vocabulary_suite(*, feature_col: str = "feature", value_col: str = "value", 
 
 def vocabulary_ids_suite(*, allow_dropped: bool = False, name: str = "vocabulary_ids"):
     """Previous vs new vocabulary (the frame of :func:`id_stability_frame`): ids never move or get reused."""
-    gxe = _gxe()
     allowed = [*ID_STATUS_OK, *(["dropped"] if allow_dropped else [])]
-    return _suite(name, [gxe.ExpectColumnToExist(column="id_status"),
-                         gxe.ExpectColumnValuesToBeInSet(column="id_status", value_set=allowed)])
+    return _suite(
+        name,
+        [
+            gxe.ExpectColumnToExist(column="id_status"),
+            gxe.ExpectColumnValuesToBeInSet(column="id_status", value_set=allowed),
+        ],
+    )
 
 
-def edges_suite(*, src_col: str = "src", dst_col: str = "dst", weight_col: str | None = "weight",
-                min_rows: int = 1, name: str = "edges"):
+def edges_suite(
+    *,
+    src_col: str = "src",
+    dst_col: str = "dst",
+    weight_col: str | None = "weight",
+    min_rows: int = 1,
+    name: str = "edges",
+):
     """Edge table: non-null endpoints, positive finite weights, at least ``min_rows`` edges."""
-    gxe = _gxe()
     ex: list = [gxe.ExpectColumnToExist(column=c) for c in (src_col, dst_col)]
-    ex += [gxe.ExpectTableRowCountToBeBetween(min_value=min_rows, max_value=None),
-           gxe.ExpectColumnValuesToNotBeNull(column=src_col),
-           gxe.ExpectColumnValuesToNotBeNull(column=dst_col)]
+    ex += [
+        gxe.ExpectTableRowCountToBeBetween(min_value=min_rows, max_value=None),
+        gxe.ExpectColumnValuesToNotBeNull(column=src_col),
+        gxe.ExpectColumnValuesToNotBeNull(column=dst_col),
+    ]
     if weight_col:
-        ex += [gxe.ExpectColumnToExist(column=weight_col),
-               gxe.ExpectColumnValuesToBeInTypeList(column=weight_col, type_list=NUMERIC_TYPES),
-               gxe.ExpectColumnValuesToNotBeNull(column=weight_col),
-               gxe.ExpectColumnValuesToBeBetween(column=weight_col, min_value=0.0, strict_min=True,
-                                                 max_value=FLOAT_MAX)]
+        ex += [
+            gxe.ExpectColumnToExist(column=weight_col),
+            gxe.ExpectColumnValuesToBeInTypeList(column=weight_col, type_list=NUMERIC_TYPES),
+            gxe.ExpectColumnValuesToNotBeNull(column=weight_col),
+            gxe.ExpectColumnValuesToBeBetween(column=weight_col, min_value=0.0, strict_min=True, max_value=FLOAT_MAX),
+        ]
     return _suite(name, ex)
 
 
-def embeddings_suite(*, dim: int, node_col: str = "node", embedding_col: str = "embedding",
-                     min_norm: float = 0.0, max_norm: float | None = None, min_rows: int = 1,
-                     name: str = "embeddings"):
+def embeddings_suite(
+    *,
+    dim: int,
+    node_col: str = "node",
+    embedding_col: str = "embedding",
+    min_norm: float = 0.0,
+    max_norm: float | None = None,
+    min_rows: int = 1,
+    name: str = "embeddings",
+):
     """Node embeddings (the frame of :func:`embedding_stats_frame`): one row per node, (D,) finite vectors, norms in range."""
-    gxe = _gxe()
     dim_col, bad_col, norm_col = _stat_cols(embedding_col)
     ex: list = [gxe.ExpectColumnToExist(column=c) for c in (node_col, dim_col, bad_col, norm_col)]
     ex += [
@@ -212,20 +255,18 @@ def embeddings_suite(*, dim: int, node_col: str = "node", embedding_col: str = "
 
 def scores_suite(*, probability_col: str = "probability", min_rows: int = 1, name: str = "scores"):
     """Scoring output: one non-null probability in [0, 1] per row."""
-    gxe = _gxe()
-    return _suite(name, [
-        gxe.ExpectColumnToExist(column=probability_col),
-        gxe.ExpectTableRowCountToBeBetween(min_value=min_rows, max_value=None),
-        gxe.ExpectColumnValuesToNotBeNull(column=probability_col),
-        gxe.ExpectColumnValuesToBeBetween(column=probability_col, min_value=0.0, max_value=1.0),
-    ])
+    return _suite(
+        name,
+        [
+            gxe.ExpectColumnToExist(column=probability_col),
+            gxe.ExpectTableRowCountToBeBetween(min_value=min_rows, max_value=None),
+            gxe.ExpectColumnValuesToNotBeNull(column=probability_col),
+            gxe.ExpectColumnValuesToBeBetween(column=probability_col, min_value=0.0, max_value=1.0),
+        ],
+    )
 
 
 # --------------------------------------------------------------------------- derived frames
-
-
-def _is_spark(df: Any) -> bool:
-    return type(df).__module__.startswith("pyspark.")
 
 
 def _stat_cols(embedding_col: str) -> tuple[str, str, str]:
@@ -236,11 +277,11 @@ def embedding_stats_frame(df, *, node_col: str = "node", embedding_col: str = "e
     """Per node: vector length, count of non-finite entries and L2 norm, computed where the data lives.
 
     Args:
-        df: Spark or pandas frame with ``node_col`` and ``embedding_col`` (array of numbers or a
+        df: Spark frame with ``node_col`` and ``embedding_col`` (array of numbers or a
             Spark ML vector; each row a (D,) vector).
 
     Returns:
-        Frame of the same kind with ``node_col``, ``<embedding_col>_dim`` (null for a null
+        Spark frame with ``node_col``, ``<embedding_col>_dim`` (null for a null
         vector), ``<embedding_col>_nonfinite`` and ``<embedding_col>_norm``.
 
     Raises:
@@ -250,26 +291,19 @@ def embedding_stats_frame(df, *, node_col: str = "node", embedding_col: str = "e
     missing = [c for c in (node_col, embedding_col) if c not in df.columns]
     if missing:
         raise InputError(f"embeddings: missing column(s) {missing}; available: {list(df.columns)}")
-    if _is_spark(df):
-        from pyspark.sql import functions as F
-        from pyspark.sql import types as T
+    vec = F.col(embedding_col)
+    if not isinstance(df.schema[embedding_col].dataType, T.ArrayType):
+        from pyspark.ml.functions import vector_to_array
 
-        vec = F.col(embedding_col)
-        if not isinstance(df.schema[embedding_col].dataType, T.ArrayType):
-            from pyspark.ml.functions import vector_to_array
-
-            vec = vector_to_array(vec)
-        nonfinite = F.filter(vec, lambda v: F.isnan(v) | (F.abs(v) == F.lit(float("inf"))))
-        squares = F.aggregate(vec, F.lit(0.0).cast("double"), lambda acc, v: acc + v.cast("double") * v)
-        return df.select(node_col, F.when(vec.isNotNull(), F.size(vec)).alias(dim_col),
-                         F.size(nonfinite).alias(bad_col), F.sqrt(squares).alias(norm_col))
-    vectors = [None if v is None else np.asarray(v, dtype=np.float64) for v in df[embedding_col]]
-    return pd.DataFrame({
-        node_col: df[node_col].to_numpy(),
-        dim_col: pd.array([None if v is None else len(v) for v in vectors], dtype="Int64"),
-        bad_col: [0 if v is None else int((~np.isfinite(v)).sum()) for v in vectors],
-        norm_col: [np.nan if v is None else float(np.sqrt(np.sum(v * v))) for v in vectors],
-    })
+        vec = vector_to_array(vec)
+    nonfinite = F.filter(vec, lambda v: F.isnan(v) | (F.abs(v) == F.lit(float("inf"))))
+    squares = F.aggregate(vec, F.lit(0.0).cast("double"), lambda acc, v: acc + v.cast("double") * v)
+    return df.select(
+        node_col,
+        F.when(vec.isNotNull(), F.size(vec)).alias(dim_col),
+        F.size(nonfinite).alias(bad_col),
+        F.sqrt(squares).alias(norm_col),
+    )
 
 
 def id_stability_frame(previous, new, *, feature_col: str = "feature", value_col: str = "value", id_col: str = "id"):
@@ -277,7 +311,7 @@ def id_stability_frame(previous, new, *, feature_col: str = "feature", value_col
 
     Statuses: ``kept`` (same id), ``new`` (value absent before, id unused before), ``changed``
     (old value, other id), ``dropped`` (old value missing), ``reused`` (new value given an id an
-    old value had). Spark in, Spark out (two joins, nothing collected); pandas likewise.
+    old value had). Spark in, Spark out (two joins, nothing collected).
 
     Returns:
         Frame with ``feature_col, value_col, old_id, new_id, id_status``.
@@ -286,30 +320,23 @@ def id_stability_frame(previous, new, *, feature_col: str = "feature", value_col
         missing = [c for c in (feature_col, value_col, id_col) if c not in df.columns]
         if missing:
             raise InputError(f"{what}: missing column(s) {missing}; available: {list(df.columns)}")
-    if _is_spark(new):
-        from pyspark.sql import functions as F
-
-        old = previous.select(feature_col, value_col, F.col(id_col).alias("old_id"))
-        cur = new.select(feature_col, value_col, F.col(id_col).alias("new_id"))
-        pairs = old.join(cur, [feature_col, value_col], "full_outer")
-        taken = previous.select(F.col(feature_col).alias("_f"), F.col(id_col).alias("_id"), F.lit(True).alias("_taken"))
-        pairs = pairs.join(taken, (F.col("_f") == F.col(feature_col)) & (F.col("_id") == F.col("new_id"))
-                           & F.col("old_id").isNull(), "left")
-        status = (F.when(F.col("new_id").isNull(), "dropped")
-                  .when(F.col("old_id").isNull() & F.col("_taken").isNotNull(), "reused")
-                  .when(F.col("old_id").isNull(), "new")
-                  .when(F.col("old_id") == F.col("new_id"), "kept")
-                  .otherwise("changed"))
-        return pairs.select(feature_col, value_col, "old_id", "new_id", status.alias("id_status"))
-    old = previous[[feature_col, value_col, id_col]].rename(columns={id_col: "old_id"})
-    cur = new[[feature_col, value_col, id_col]].rename(columns={id_col: "new_id"})
-    pairs = old.merge(cur, on=[feature_col, value_col], how="outer")
-    taken = set(zip(previous[feature_col], previous[id_col]))
-    reused = [pd.isna(o) and (f, n) in taken for f, o, n in zip(pairs[feature_col], pairs["old_id"], pairs["new_id"])]
-    pairs["id_status"] = np.select(
-        [pairs["new_id"].isna(), np.array(reused, dtype=bool), pairs["old_id"].isna(), pairs["old_id"] == pairs["new_id"]],
-        ["dropped", "reused", "new", "kept"], default="changed")
-    return pairs
+    old = previous.select(feature_col, value_col, F.col(id_col).alias("old_id"))
+    cur = new.select(feature_col, value_col, F.col(id_col).alias("new_id"))
+    pairs = old.join(cur, [feature_col, value_col], "full_outer")
+    taken = previous.select(F.col(feature_col).alias("_f"), F.col(id_col).alias("_id"), F.lit(True).alias("_taken"))
+    pairs = pairs.join(
+        taken,
+        (F.col("_f") == F.col(feature_col)) & (F.col("_id") == F.col("new_id")) & F.col("old_id").isNull(),
+        "left",
+    )
+    status = (
+        F.when(F.col("new_id").isNull(), "dropped")
+        .when(F.col("old_id").isNull() & F.col("_taken").isNotNull(), "reused")
+        .when(F.col("old_id").isNull(), "new")
+        .when(F.col("old_id") == F.col("new_id"), "kept")
+        .otherwise("changed")
+    )
+    return pairs.select(feature_col, value_col, "old_id", "new_id", status.alias("id_status"))
 
 
 # --------------------------------------------------------------------------- registry
@@ -320,24 +347,41 @@ class SuiteSpec:
     """A named suite: its builder, an optional frame preparation, and its config defaults."""
 
     build: Callable[..., Any]
-    defaults: Callable[[QualityConfig], dict[str, Any]]
+    defaults: Callable[[QualityConfig, ClickSchema], dict[str, Any]]
     prepare: Callable[..., Any] | None = None
     needs_previous: bool = False
 
 
 SUITES: dict[str, SuiteSpec] = {
-    "clicks": SuiteSpec(clicks_suite, lambda q: dict(
-        id_col=q.id_col, label_col=q.label_col, time_col=q.time_col, dense_cols=list(q.dense_cols),
-        categorical_cols=list(q.categorical_cols), min_rows=q.min_rows, max_rows=q.max_rows,
-        dense_min=q.dense_min, dense_max=q.dense_max, unique_ids=q.unique_ids)),
-    "vocabulary": SuiteSpec(vocabulary_suite, lambda q: dict(min_id=q.vocab_min_id)),
-    "vocabulary_ids": SuiteSpec(vocabulary_ids_suite, lambda q: dict(allow_dropped=q.vocab_allow_dropped),
-                                prepare=id_stability_frame, needs_previous=True),
-    "edges": SuiteSpec(edges_suite, lambda q: dict(src_col=q.src_col, dst_col=q.dst_col, weight_col=q.weight_col)),
-    "embeddings": SuiteSpec(embeddings_suite, lambda q: dict(
-        node_col=q.node_col, embedding_col=q.embedding_col, min_norm=q.min_norm, max_norm=q.max_norm),
-        prepare=embedding_stats_frame),
-    "scores": SuiteSpec(scores_suite, lambda q: dict(probability_col=q.probability_col)),
+    "clicks": SuiteSpec(
+        clicks_suite,
+        lambda q, s: dict(
+            id_col=s.id,
+            label_col=s.label,
+            time_col=s.time,
+            dense_cols=list(s.dense),
+            categorical_cols=list(s.categorical),
+            min_rows=q.min_rows,
+            max_rows=q.max_rows,
+            dense_min=q.dense_min,
+            dense_max=q.dense_max,
+            unique_ids=q.unique_ids,
+        ),
+    ),
+    "vocabulary": SuiteSpec(vocabulary_suite, lambda q, s: dict(min_id=q.vocab_min_id)),
+    "vocabulary_ids": SuiteSpec(
+        vocabulary_ids_suite,
+        lambda q, s: dict(allow_dropped=q.vocab_allow_dropped),
+        prepare=id_stability_frame,
+        needs_previous=True,
+    ),
+    "edges": SuiteSpec(edges_suite, lambda q, s: {}),  # columns: the fastrp section's, passed by the stage
+    "embeddings": SuiteSpec(
+        embeddings_suite,
+        lambda q, s: dict(node_col=q.node_col, embedding_col=q.embedding_col, min_norm=q.min_norm, max_norm=q.max_norm),
+        prepare=embedding_stats_frame,
+    ),
+    "scores": SuiteSpec(scores_suite, lambda q, s: dict(probability_col=q.probability_col)),
 }
 
 
@@ -346,8 +390,8 @@ def _accepted(fn: Callable, params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k in names}
 
 
-def build_suite(name: str, cfg: QualityConfig | None = None, **params):
-    """The named suite with bounds from ``cfg`` (``quality`` section) overridden by ``params``."""
+def build_suite(name: str, cfg: QualityConfig | None = None, schema: ClickSchema | None = None, **params):
+    """The named suite with bounds from ``cfg`` (``quality`` section) and columns from ``schema``, overridden by ``params``."""
     if name not in SUITES:
         raise ValueError(f"unknown data quality suite {name!r}; known: {sorted(SUITES)}")
     spec = SUITES[name]
@@ -357,7 +401,7 @@ def build_suite(name: str, cfg: QualityConfig | None = None, **params):
     unknown = sorted(set(params) - accepted)
     if unknown:
         raise ValueError(f"suite {name!r} takes no parameter(s) {unknown}; it takes {sorted(accepted)}")
-    merged = {**spec.defaults(cfg or QualityConfig()), **params}
+    merged = {**spec.defaults(cfg or QualityConfig(), schema or ClickSchema()), **params}
     try:
         return spec.build(name=name, **_accepted(spec.build, merged))
     except TypeError as exc:
@@ -369,21 +413,20 @@ def build_suite(name: str, cfg: QualityConfig | None = None, **params):
 
 def _context(docs_dir: Path | None):
     """A fresh in-memory GX context, progress bars and analytics off, Data Docs into ``docs_dir``."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import (
-        DataContextConfig,
-        InMemoryStoreBackendDefaults,
-        ProgressBarsConfig,
-    )
-
     sites = {}
     if docs_dir is not None:
-        sites[_SITE] = {"class_name": "SiteBuilder", "show_how_to_buttons": False,
-                        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-                        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}}
-    config = DataContextConfig(store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
-                               data_docs_sites=sites, analytics_enabled=False,
-                               progress_bars=ProgressBarsConfig(globally=False))
+        sites[_SITE] = {
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        }
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+        data_docs_sites=sites,
+        analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False),
+    )
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
@@ -404,10 +447,13 @@ def _failure(result, examples: int) -> Failure:
     bounds = bounds.replace(_fmt(FLOAT_MAX), "finite")
     info = result.exception_info or {}
     raised = info.get("raised_exception") or any(
-        isinstance(v, dict) and v.get("raised_exception") for v in info.values())
+        isinstance(v, dict) and v.get("raised_exception") for v in info.values()
+    )
     res = result.result or {}
     if raised:
-        msgs = [info.get("exception_message")] + [v.get("exception_message") for v in info.values() if isinstance(v, dict)]
+        msgs = [info.get("exception_message")] + [
+            v.get("exception_message") for v in info.values() if isinstance(v, dict)
+        ]
         seen = "could not be evaluated: " + "; ".join(m.splitlines()[0] for m in msgs if m)
     elif res.get("unexpected_count") is not None:
         seen = f"{res['unexpected_count']} of {res.get('element_count')} rows unexpected"
@@ -422,15 +468,24 @@ def _failure(result, examples: int) -> Failure:
     return Failure(expectation=config.type, column=column, detail=detail)
 
 
-def validate(data, suite: str | Any, cfg: QualityConfig | None = None, *, previous=None,
-             output: str | Path | None = None, **params) -> QualityReport:
-    """Validate a Spark or pandas frame against a suite and write its results; never raises on failure.
+def validate(
+    data,
+    suite: str | Any,
+    cfg: QualityConfig | None = None,
+    *,
+    previous=None,
+    output: str | Path | None = None,
+    schema: ClickSchema | None = None,
+    **params,
+) -> QualityReport:
+    """Validate a Spark frame against a suite and write its results; never raises on failure.
 
     Args:
-        data: the table to check (Spark DataFrame, validated in place, or pandas DataFrame).
+        data: the table to check (a Spark DataFrame, validated in place).
         suite: a name from :data:`SUITES` (bounds from ``cfg`` + ``params``) or a ready
             ``gx.ExpectationSuite``.
         cfg: the ``quality`` config section (defaults when None).
+        schema: the click log's columns (the ``clicks`` suite; defaults when None).
         previous: the previous version of the table (required by ``vocabulary_ids``).
         output: folder for results and Data Docs (default ``cfg.output``); evidence lands in
             ``<output>/<suite>/`` and replaces that suite's previous evidence.
@@ -439,20 +494,17 @@ def validate(data, suite: str | Any, cfg: QualityConfig | None = None, *, previo
     Returns:
         A :class:`QualityReport`; see :func:`gate` for the raising variant.
     """
-    import great_expectations as gx
-    from great_expectations.checkpoint import UpdateDataDocsAction
-
     cfg = cfg or QualityConfig()
     if isinstance(suite, str):
         name = suite
         spec = SUITES.get(name)
-        expectation_suite = build_suite(name, cfg, **params)
+        expectation_suite = build_suite(name, cfg, schema, **params)
         if spec and spec.needs_previous:
             if previous is None:
                 raise ValueError(f"suite {name!r} compares two versions: pass previous=<the previous table>")
             frame = spec.prepare(previous, data, **_accepted(spec.prepare, params))
         elif spec and spec.prepare is not None:
-            merged = {**spec.defaults(cfg), **params}
+            merged = {**spec.defaults(cfg, schema or ClickSchema()), **params}
             frame = spec.prepare(data, **_accepted(spec.prepare, merged))
         else:
             frame = data
@@ -466,31 +518,40 @@ def validate(data, suite: str | Any, cfg: QualityConfig | None = None, *, previo
     docs_dir = folder / "docs" if cfg.data_docs else None
 
     context = _context(docs_dir)
-    spark = _is_spark(frame)
-    if spark:
-        source = context.data_sources.add_spark(name="spark", persist=cfg.persist)
-    else:
-        source = context.data_sources.add_pandas(name="pandas")
+    was_cached = frame.is_cached  # a cache the caller made is the caller's to drop
+    source = context.data_sources.add_spark(name="spark", persist=cfg.persist)
     batch_definition = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe("whole")
     expectation_suite = context.suites.add(expectation_suite)
     definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=name, data=batch_definition, suite=expectation_suite))
-    checkpoint = context.checkpoints.add(gx.Checkpoint(
-        name=name, validation_definitions=[definition],
-        actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[_SITE])] if docs_dir else [],
-        result_format={"result_format": "SUMMARY", "partial_unexpected_count": cfg.examples}))
+        gx.ValidationDefinition(name=name, data=batch_definition, suite=expectation_suite)
+    )
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=name,
+            validation_definitions=[definition],
+            actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[_SITE])] if docs_dir else [],
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": cfg.examples},
+        )
+    )
     try:
         outcome = checkpoint.run(batch_parameters={"dataframe": frame})
     finally:
-        if spark and cfg.persist:
+        if cfg.persist and not was_cached:
             frame.unpersist()
     (result,) = outcome.run_results.values()
     result_path = folder / "result.json"
     result_path.write_text(json.dumps(result.to_json_dict(), indent=2, default=str))
     failures = [_failure(r, cfg.examples) for r in result.results if not r.success]
     index = docs_dir / "index.html" if docs_dir is not None and (docs_dir / "index.html").exists() else None
-    report = QualityReport(suite=name, success=bool(result.success), evaluated=len(result.results),
-                           failures=failures, folder=folder, result_path=result_path, docs_index=index)
+    report = QualityReport(
+        suite=name,
+        success=bool(result.success),
+        evaluated=len(result.results),
+        failures=failures,
+        folder=folder,
+        result_path=result_path,
+        docs_index=index,
+    )
     (log.info if report.success else log.error)("%s", report.summary())
     return report
 
@@ -500,7 +561,9 @@ def gate(data, suite: str | Any, cfg: QualityConfig | None = None, **kwargs) -> 
     before it publishes). Returns None without checking when ``cfg.enabled`` is false."""
     cfg = cfg or QualityConfig()
     if not cfg.enabled:
-        log.warning("data quality gate %r skipped (quality.enabled is false)", suite if isinstance(suite, str) else suite.name)
+        log.warning(
+            "data quality gate %r skipped (quality.enabled is false)", suite if isinstance(suite, str) else suite.name
+        )
         return None
     report = validate(data, suite, cfg, **kwargs)
     if not report.success:
@@ -508,6 +571,20 @@ def gate(data, suite: str | Any, cfg: QualityConfig | None = None, **kwargs) -> 
     return report
 
 
-__all__ = ["DataQualityError", "Failure", "QualityReport", "SUITES", "build_suite", "clicks_suite",
-           "edges_suite", "embedding_stats_frame", "embeddings_suite", "gate", "id_stability_frame",
-           "scores_suite", "validate", "vocabulary_ids_suite", "vocabulary_suite"]
+__all__ = [
+    "DataQualityError",
+    "Failure",
+    "QualityReport",
+    "SUITES",
+    "build_suite",
+    "clicks_suite",
+    "edges_suite",
+    "embedding_stats_frame",
+    "embeddings_suite",
+    "gate",
+    "id_stability_frame",
+    "scores_suite",
+    "validate",
+    "vocabulary_ids_suite",
+    "vocabulary_suite",
+]

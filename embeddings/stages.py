@@ -1,159 +1,251 @@
-"""Stage functions: read inputs, check them, compute, write Delta outputs, return a summary.
+"""The Spark stages of the pipeline, each a :class:`~embeddings.runner.Stage` over catalog tables.
 
-Each job file (``jobs/*.py``) wraps one of these for spark-submit, and ``jobs/refresh.py`` runs
-them in order in one SparkSession. Every check runs before the first write, and each write is
-one atomic Delta commit, so a failing stage leaves the previous versions of its outputs intact.
+    synth   -> clicks, oracle, edges   (embedded default only)
+    vocab   clicks -> vocab            (stable ids; see vocabulary.py)
+    encode  clicks + vocab -> encoded
+    fastrp  edges -> embeddings        (see fastrp_run.py)
+    score   score_rows -> scores       (a registered MLflow model)
+
+Each ``compute`` turns gated input frames into output frames and a typed summary; reading, the
+gates, the atomic writes and MLflow are :func:`~embeddings.runner.run_stage`'s.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-from typing import Any
+import time
 
-from pyspark.sql import DataFrame, SparkSession
+from pydantic import BaseModel, ConfigDict
+from pyspark.sql import functions as F
 
 from core.config import PipelineConfig
-from core.tracking import log_delta_table, log_quality_results, mlflow_run
+from core.errors import ConfigError, InputError
+from embeddings import synth
 from embeddings.encode import encode
-from embeddings.io import WriteResult, delta_version, is_delta_table, read_table, write_delta
-from embeddings.quality import gate
+from embeddings.fastrp_run import embed, write_run_record
+from embeddings.io import is_delta_table, require_columns
+from embeddings.runner import Gate, Output, Stage, StageContext, StageOutput
 from embeddings.vocabulary import VocabularyBuilder
 
-log = logging.getLogger(__name__)
+
+class Summary(BaseModel):
+    model_config = ConfigDict(frozen=True)
 
 
-def checked(df: DataFrame, suite: str, cfg: PipelineConfig, **params) -> DataFrame:
-    """Run a Great Expectations gate on ``df`` (raises DataQualityError) and log its evidence."""
-    report = gate(df, suite, cfg.quality, **params)
-    if report is not None:
-        log_quality_results(report.folder)
-    return df
+class SynthSummary(Summary):
+    best_auc: float
+    num_rows: int
+    noise_fields: list[str]
 
 
-def log_output(name: str, result: WriteResult) -> WriteResult:
-    log_delta_table(name, result.path, result.version, role="output", num_rows=result.num_rows)
-    return result
+class VocabSummary(Summary):
+    refresh: int
+    num_embeddings: dict[str, int]
+    coverage: dict[str, float]
 
 
-def log_input(spark: SparkSession, name: str, path: str, fmt: str = "delta") -> None:
-    log_delta_table(name, path, delta_version(spark, path) if fmt == "delta" else None, role="input")
+class EncodeSummary(Summary):
+    features: list[str]
+    handle_invalid: str
 
 
-def run_synth(spark: SparkSession, cfg: PipelineConfig) -> dict[str, Any]:
-    """Generate the synthetic click log, oracle and edge tables (see embeddings.synth)."""
-    from embeddings import synth
-
-    s = cfg.synth
-    with mlflow_run(cfg.mlflow, "synth", params=s) as run:
-        rows = synth.generate(spark, s).cache()
-        try:
-            auc = synth.best_auc(spark, rows.select("label", "p_true"))
-            meta = {"job": "synth", "seed": s.seed, "num_rows": s.num_rows, "best_auc": auc,
-                    "noise_fields": [f"C{s.num_categorical - i}" for i in range(s.num_noise_fields)][::-1]}
-            clicks = log_output("clicks", write_delta(checked(rows.drop("p_true"), "clicks", cfg), s.output,
-                                                      metadata=meta))
-            oracle = log_output("oracle", write_delta(rows.select("event_id", "label", "p_true"),
-                                                      s.oracle_output, metadata=meta))
-        finally:
-            rows.unpersist()
-        edges = synth.edges_from_clicks(read_table(spark, s.output))
-        edges = log_output("edges", write_delta(checked(edges, "edges", cfg, weight_col="weight"), s.edges_output,
-                                                metadata={**meta, "clicks_version": clicks.version}))
-        if run is not None:
-            import mlflow
-
-            mlflow.log_metric("best_auc", auc)
-    return {"clicks": clicks, "oracle": oracle, "edges": edges, "best_auc": auc}
+class FastRPSummary(Summary):
+    num_nodes: int
+    num_edges: int
+    seconds_by_phase: dict[str, float]
 
 
-def run_vocab(spark: SparkSession, cfg: PipelineConfig) -> dict[str, Any]:
-    """Build or refresh the vocabulary table from ``vocab.input`` (stable ids; see vocabulary.py)."""
-    v = cfg.vocab
-    with mlflow_run(cfg.mlflow, "build_vocab", params=v) as run:
-        raw_events = read_table(spark, v.input, v.input_format, what="vocab.input")
-        log_input(spark, "events", v.input, v.input_format)
-        events = checked(raw_events, "clicks", cfg)
-        previous = read_table(spark, v.output, "delta", what="vocab.output") if is_delta_table(spark, v.output) else None
-        model = VocabularyBuilder(v).fit(events, previous)
-        table = model.table.cache()
-        try:
-            model = dataclasses.replace(model, table=table)
-            checked(table, "vocabulary", cfg)
-            if previous is not None:
-                checked(table, "vocabulary_ids", cfg, previous=previous)
-            sizes = model.sizes()
-            coverage = model.coverage()
-            meta = {"job": "build_vocab", "refresh": model.refresh, "input": v.input,
-                    "input_version": delta_version(spark, v.input) if v.input_format == "delta" else None,
-                    "min_count": v.min_count, "max_size": v.max_size, "start": v.start, "end": v.end}
-            written = log_output("vocab", write_delta(table, v.output, metadata=meta))
-        finally:
-            table.unpersist()
-        if run is not None:
-            import mlflow
-
-            mlflow.log_metrics({**{f"num_embeddings.{f}": n for f, n in sizes.items()},
-                                **{f"coverage.{f}": c for f, c in coverage.items()}, "refresh": model.refresh})
-    return {"vocab": written, "refresh": model.refresh, "num_embeddings": sizes, "coverage": coverage}
+class ScoreSummary(Summary):
+    model_uri: str
+    model: str
+    model_version: str | None
 
 
-def run_encode(spark: SparkSession, cfg: PipelineConfig) -> dict[str, Any]:
-    """Write ``encode.input`` with integer ids from the vocabulary table to ``encode.output``."""
-    e = cfg.encode
-    features = e.features or cfg.vocab.features
-    e = e.model_copy(update={"features": features})
-    with mlflow_run(cfg.mlflow, "encode", params=e):
-        raw = read_table(spark, e.input, e.input_format, what="encode.input")
-        vocab = read_table(spark, e.vocab, "delta", what="encode.vocab")
-        log_input(spark, "events", e.input, e.input_format)
-        log_input(spark, "vocab", e.vocab)
-        encoded = encode(raw, vocab, e)
-        meta = {"job": "encode", "input": e.input, "vocab": e.vocab, "vocab_version": delta_version(spark, e.vocab),
-                "input_version": delta_version(spark, e.input) if e.input_format == "delta" else None,
-                "handle_invalid": e.handle_invalid}
-        written = log_output("encoded", write_delta(encoded, e.output, metadata=meta))
-    return {"encoded": written}
-
-
-def run_fastrp_stage(spark: SparkSession, cfg: PipelineConfig) -> dict[str, Any]:
-    """FastRP embeddings of ``fastrp.edges`` (see embeddings/fastrp_spark.py), gated and tracked."""
-    from embeddings.fastrp_spark import run_fastrp
-
+def edges_gate(cfg: PipelineConfig) -> Gate:
     f = cfg.fastrp
-    with mlflow_run(cfg.mlflow, "fastrp", params=f) as run:
-        raw_edges = read_table(spark, f.edges, f.edges_format, what="fastrp.edges")
-        log_input(spark, "edges", f.edges, f.edges_format)
-        edges = checked(raw_edges, "edges", cfg, src_col=f.src_col, dst_col=f.dst_col, weight_col=f.weight_col)
-
-        def check_embeddings(out: DataFrame) -> None:
-            max_norm = None if f.standardize else f.self_influence + sum(abs(w) for w in f.iteration_weights) + 1e-3
-            checked(out, "embeddings", cfg, dim=f.dim, max_norm=max_norm)
-
-        result = log_output("embeddings", run_fastrp(spark, edges, f, checkpoint_dir=cfg.spark.checkpoint_dir,
-                                                     before_write=check_embeddings))
-        if run is not None:
-            log_embedding_summary(spark, result.path, f.dim)
-    return {"embeddings": result}
+    return Gate("edges", dict(src_col=f.src_col, dst_col=f.dst_col, weight_col=f.weight_col))
 
 
-def log_embedding_summary(spark: SparkSession, path: str, dim: int, sample: int = 2000) -> None:
+def clicks_gate(cfg: PipelineConfig) -> Gate:
+    return Gate("clicks")
+
+
+# --------------------------------------------------------------------------- synth
+
+
+def compute_synth(ctx: StageContext) -> StageOutput:
+    """The synthetic click log, its oracle and its user-item edges (see embeddings.synth)."""
+    s, tables = ctx.cfg.synth, ctx.cfg.tables
+    tables.path("oracle")  # the oracle needs a catalog entry: fail before generating anything
+    for name in SYNTH.outputs:  # never overwrite a user's own table with synthetic rows
+        entry = tables.entry(name)
+        if entry.format != "delta":
+            raise ConfigError(
+                f"synth writes tables.{name} as Delta, but tables.{name}.format is {entry.format!r}: "
+                "a user's own table; skip the synth stage (--skip synth)"
+            )
+        if is_delta_table(ctx.spark, entry.path) and (made_by := ctx.last_job(name)) != "synth":
+            raise InputError(
+                f"tables.{name} ({entry.path}) holds a table synth did not write (last commit by "
+                f"{made_by or 'another writer'}): synth refuses to overwrite it; skip it (--skip synth)"
+            )
+    rows = synth.generate(ctx.spark, s).cache()
+    ctx.defer(rows.unpersist)
+    auc = synth.best_auc(ctx.spark, rows.select("label", "p_true"))
+    noise = [f"C{s.num_categorical - i}" for i in range(s.num_noise_fields)][::-1]
+    meta = {"seed": s.seed, "num_rows": s.num_rows, "best_auc": auc, "noise_fields": noise}
+    outputs = {
+        "clicks": Output(rows.drop("p_true"), [Gate("clicks")], meta),
+        "oracle": Output(rows.select("event_id", "label", "p_true"), [], meta),
+        "edges": Output(synth.edges_from_clicks(rows), [Gate("edges", dict(weight_col="weight"))], meta),
+    }
+    return StageOutput(
+        outputs,
+        SynthSummary(best_auc=auc, num_rows=s.num_rows, noise_fields=noise),
+        metrics={"best_auc": auc},
+    )
+
+
+SYNTH = Stage(
+    "synth",
+    inputs=(),
+    outputs=("clicks", "oracle", "edges"),
+    compute=compute_synth,
+    params=lambda cfg: {"synth": cfg.synth},
+)
+
+
+# --------------------------------------------------------------------------- vocab
+
+
+def compute_vocab(ctx: StageContext) -> StageOutput:
+    """Build or refresh the vocabulary of every ``schema.categorical`` column (stable ids)."""
+    cfg, schema = ctx.cfg, ctx.cfg.click_schema
+    previous = ctx.previous("vocab")
+    model = VocabularyBuilder(schema.categorical, cfg.vocab, time_col=schema.time).fit(ctx.frames["clicks"], previous)
+    if model.occurrences is not None:
+        ctx.defer(model.occurrences.unpersist)
+    table = model.table.cache()
+    ctx.defer(table.unpersist)
+    gates = [Gate("vocabulary")] + ([Gate("vocabulary_ids", previous=previous)] if previous is not None else [])
+    sizes, coverage = model.sizes(), model.coverage()
+    v = cfg.vocab
+    meta = {"refresh": model.refresh, "min_count": v.min_count, "max_size": v.max_size, "start": v.start, "end": v.end}
+    metrics = {
+        **{f"num_embeddings.{f}": n for f, n in sizes.items()},
+        **{f"coverage.{f}": c for f, c in coverage.items()},
+        "refresh": model.refresh,
+    }
+    return StageOutput(
+        {"vocab": Output(table, gates, meta)},
+        VocabSummary(refresh=model.refresh, num_embeddings=sizes, coverage=coverage),
+        metrics,
+    )
+
+
+VOCAB = Stage(
+    "build_vocab",
+    inputs=("clicks",),
+    outputs=("vocab",),
+    compute=compute_vocab,
+    input_gates={"clicks": clicks_gate},
+    params=lambda cfg: {"vocab": cfg.vocab, "schema": cfg.click_schema},
+)
+
+
+# --------------------------------------------------------------------------- encode
+
+
+def compute_encode(ctx: StageContext) -> StageOutput:
+    """The click log with ids from the vocabulary table (and raw-value hashes) for every categorical column."""
+    cfg = ctx.cfg
+    features = list(cfg.click_schema.categorical)
+    encoded = encode(ctx.frames["clicks"], ctx.frames["vocab"], features, cfg.encode)
+    meta = {"handle_invalid": cfg.encode.handle_invalid}
+    return StageOutput(
+        {"encoded": Output(encoded, [], meta)},
+        EncodeSummary(features=features, handle_invalid=cfg.encode.handle_invalid),
+    )
+
+
+ENCODE = Stage(
+    "encode",
+    inputs=("clicks", "vocab"),
+    outputs=("encoded",),
+    compute=compute_encode,
+    params=lambda cfg: {"encode": cfg.encode, "schema": cfg.click_schema},
+)
+
+
+# --------------------------------------------------------------------------- fastrp
+
+
+def compute_fastrp(ctx: StageContext) -> StageOutput:
+    """FastRP embeddings of the edge table (the Spark engine, or the scipy reference for small graphs)."""
+    cfg, f = ctx.cfg, ctx.cfg.fastrp
+    started = time.time()
+    emb = embed(ctx.spark, ctx.frames["edges"], f, checkpoint_dir=cfg.spark.checkpoint_dir)
+    max_norm = None if f.standardize else f.self_influence + sum(abs(w) for w in f.iteration_weights) + 1e-3
+    output = Output(emb.frame, [Gate("embeddings", dict(dim=f.dim, max_norm=max_norm))], emb.metadata)
+
+    def after_write(written) -> None:
+        edges = cfg.tables.entry("edges")
+        write_run_record(
+            ctx.spark, emb, written["embeddings"], edges.path, ctx.versions["edges"], f.engine, time.time() - started
+        )
+        log_embedding_summary(ctx.spark, written["embeddings"].path, f.dim)
+
+    summary = FastRPSummary(
+        num_nodes=emb.num_nodes, num_edges=emb.num_edges, seconds_by_phase=emb.metadata["seconds_by_phase"]
+    )
+    return StageOutput(
+        {"embeddings": output},
+        summary,
+        {"fastrp.num_nodes": emb.num_nodes},
+        after_write=after_write,
+        release=[emb.release],
+    )
+
+
+FASTRP = Stage(
+    "fastrp",
+    inputs=("edges",),
+    outputs=("embeddings",),
+    compute=compute_fastrp,
+    input_gates={"edges": edges_gate},
+    params=lambda cfg: {"fastrp": cfg.fastrp},
+)
+
+
+def log_embedding_summary(spark, path: str, dim: int, sample: int = 2000) -> None:
     """Log norm statistics and a 2-D PCA plot of a sample of node embeddings to the active run."""
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import mlflow
     import numpy as np
-    from pyspark.sql import functions as F
 
-    emb = read_table(spark, path, "delta", what="fastrp.output")
+    emb = spark.read.format("delta").load(path)
     norms = emb.select(F.sqrt(F.aggregate("embedding", F.lit(0.0), lambda acc, x: acc + x * x)).alias("n"))
-    stats = norms.agg(F.count("*").alias("count"), F.mean("n").alias("mean"), F.min("n").alias("min"),
-                      F.max("n").alias("max"), F.sum((F.col("n") == 0).cast("int")).alias("zero")).head()
-    mlflow.log_metrics({"embeddings.num_nodes": stats["count"], "embeddings.norm_mean": stats["mean"] or 0.0,
-                        "embeddings.norm_min": stats["min"] or 0.0, "embeddings.norm_max": stats["max"] or 0.0,
-                        "embeddings.zero_vectors": stats["zero"] or 0})
+    stats = norms.agg(
+        F.count("*").alias("count"),
+        F.mean("n").alias("mean"),
+        F.min("n").alias("min"),
+        F.max("n").alias("max"),
+        F.sum((F.col("n") == 0).cast("int")).alias("zero"),
+    ).head()
+    mlflow.log_metrics(
+        {
+            "embeddings.num_nodes": stats["count"],
+            "embeddings.norm_mean": stats["mean"] or 0.0,
+            "embeddings.norm_min": stats["min"] or 0.0,
+            "embeddings.norm_max": stats["max"] or 0.0,
+            "embeddings.zero_vectors": stats["zero"] or 0,
+        }
+    )
     fraction = min(1.0, sample / max(stats["count"], 1))
     rows = emb.sample(fraction=fraction, seed=0).limit(sample).select("node", "embedding").collect()  # a bounded sample
     if len(rows) < 3:
@@ -171,3 +263,69 @@ def log_embedding_summary(spark: SparkSession, path: str, dim: int, sample: int 
     ax.legend(loc="best", fontsize=8)
     mlflow.log_figure(fig, "plots/fastrp_pca.png")
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- score
+
+
+def resolve_model(uri: str) -> tuple[str, str | None]:
+    """``models:/NAME@ALIAS`` -> (``models:/NAME/VERSION``, VERSION); other URIs as they are.
+
+    Resolving first makes the whole job score with one model even if the alias moves meanwhile.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if not uri.startswith("models:/") or "@" not in uri:
+        return uri, None
+    name, alias = uri[len("models:/") :].split("@", 1)
+    try:
+        version = mlflow.MlflowClient().get_model_version_by_alias(name, alias).version
+    except MlflowException as exc:
+        raise InputError(f"--model {uri}: no version of '{name}' has alias '{alias}' ({exc.message})") from None
+    return f"models:/{name}/{version}", str(version)
+
+
+def model_uri(cfg: PipelineConfig) -> str:
+    return cfg.score.model or f"models:/{cfg.mlflow.registered_model}@{cfg.mlflow.champion_alias}"
+
+
+def compute_score(ctx: StageContext) -> StageOutput:
+    """Click probabilities of raw rows by ``mlflow.pyfunc.spark_udf`` over the model signature's columns."""
+    import mlflow
+
+    cfg = ctx.cfg
+    if cfg.mlflow.enabled:
+        mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    wanted = model_uri(cfg)
+    uri, version = resolve_model(wanted)
+    columns = mlflow.models.get_model_info(uri).signature.inputs.input_names()
+    id_col = cfg.click_schema.id
+    raw_rows = ctx.frames["score_rows"]
+    require_columns(raw_rows, [id_col, *columns], "tables.score_rows")
+    udf = mlflow.pyfunc.spark_udf(ctx.spark, uri, result_type="double", env_manager="local")
+    scores = raw_rows.select(id_col, udf(*[F.col(c) for c in columns]).alias(cfg.quality.probability_col))
+    scores = scores.checkpoint(eager=True)  # score once: the gate's passes and the write reuse the result
+    meta = {"model": uri, "model_uri": wanted, "model_version": version}
+
+    def after_write(written) -> None:
+        if mlflow.active_run() is not None:
+            mlflow.set_tags({"score.model": uri, "score.model_version": str(version)})
+
+    return StageOutput(
+        {"scores": Output(scores, [Gate("scores")], meta)},
+        ScoreSummary(model_uri=wanted, model=uri, model_version=version),
+        after_write=after_write,
+    )
+
+
+SCORE = Stage(
+    "score",
+    inputs=("score_rows",),
+    outputs=("scores",),
+    compute=compute_score,
+    params=lambda cfg: {"model": model_uri(cfg)},
+)
+
+
+SPARK_STAGES: dict[str, Stage] = {"synth": SYNTH, "vocab": VOCAB, "encode": ENCODE, "fastrp": FASTRP, "score": SCORE}

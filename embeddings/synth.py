@@ -57,10 +57,12 @@ def make_hidden_model(cfg: SynthConfig) -> HiddenModel:
     if num_plain < 0:
         raise ValueError(f"synth.num_categorical must be >= 2 (user and item), got {cfg.num_categorical}")
     if cfg.num_noise_fields > num_plain:
-        raise ValueError(f"synth.num_noise_fields ({cfg.num_noise_fields}) exceeds the plain categorical "
-                         f"fields C3..C{cfg.num_categorical} ({num_plain})")
+        raise ValueError(
+            f"synth.num_noise_fields ({cfg.num_noise_fields}) exceeds the plain categorical "
+            f"fields C3..C{cfg.num_categorical} ({num_plain})"
+        )
     scales = np.linspace(0.9, 0.3, max(num_plain, 1))[:num_plain]
-    scales[num_plain - cfg.num_noise_fields:] = 0.0
+    scales[num_plain - cfg.num_noise_fields :] = 0.0
     field_weights = rng.normal(size=(num_plain, cfg.cardinality)) * scales[:, None]
     centers = rng.normal(size=(cfg.num_communities, LATENT_DIM))
     user_comm = np.arange(cfg.num_users) % cfg.num_communities
@@ -171,9 +173,11 @@ def edges_from_clicks(clicks):
     """The user-item interaction graph: one edge per (user, item) pair, weight = interactions."""
     from pyspark.sql import functions as F
 
-    return (clicks.where(F.col("C1").isNotNull() & F.col("C2").isNotNull())
-            .groupBy(F.col("C1").alias("src"), F.col("C2").alias("dst"))
-            .agg(F.count("*").cast("double").alias("weight"), F.max("ts").alias("last_seen")))
+    return (
+        clicks.where(F.col("C1").isNotNull() & F.col("C2").isNotNull())
+        .groupBy(F.col("C1").alias("src"), F.col("C2").alias("dst"))
+        .agg(F.count("*").cast("double").alias("weight"), F.max("ts").alias("last_seen"))
+    )
 
 
 def best_auc(spark, oracle) -> float:

@@ -28,6 +28,7 @@ admitted the value (1 for the first build).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, Window
@@ -41,15 +42,17 @@ from embeddings.io import require_columns
 
 log = logging.getLogger(__name__)
 
-VOCAB_SCHEMA = T.StructType([
-    T.StructField("feature", T.StringType(), False),
-    T.StructField("value", T.StringType(), False),
-    T.StructField("id", T.IntegerType(), False),
-    T.StructField("count", T.LongType(), False),
-    T.StructField("first_seen", T.TimestampType(), True),
-    T.StructField("last_seen", T.TimestampType(), True),
-    T.StructField("added_in", T.IntegerType(), False),
-])
+VOCAB_SCHEMA = T.StructType(
+    [
+        T.StructField("feature", T.StringType(), False),
+        T.StructField("value", T.StringType(), False),
+        T.StructField("id", T.IntegerType(), False),
+        T.StructField("count", T.LongType(), False),
+        T.StructField("first_seen", T.TimestampType(), True),
+        T.StructField("last_seen", T.TimestampType(), True),
+        T.StructField("added_in", T.IntegerType(), False),
+    ]
+)
 VOCAB_COLUMNS = [f.name for f in VOCAB_SCHEMA.fields]
 
 _VALUE_TYPES = (T.StringType, T.IntegerType, T.LongType, T.ShortType, T.ByteType)
@@ -66,8 +69,10 @@ def check_feature_columns(df: DataFrame, features: list[str], what: str = "input
         dtype = types[name]
         inner = dtype.elementType if isinstance(dtype, T.ArrayType) else dtype
         if not isinstance(inner, _VALUE_TYPES):
-            raise InputError(f"{what}: column {name!r} has type {dtype.simpleString()}; a categorical feature "
-                             "must be string or integer, or an array of those")
+            raise InputError(
+                f"{what}: column {name!r} has type {dtype.simpleString()}; a categorical feature "
+                "must be string or integer, or an array of those"
+            )
 
 
 def select_window(df: DataFrame, time_col: str | None, start=None, end=None, what: str = "input") -> DataFrame:
@@ -77,7 +82,9 @@ def select_window(df: DataFrame, time_col: str | None, start=None, end=None, wha
     require_columns(df, [time_col], what)
     dtype = df.schema[time_col].dataType
     if not isinstance(dtype, _TIME_TYPES):
-        raise InputError(f"{what}: time column {time_col!r} has type {dtype.simpleString()}, expected timestamp or date")
+        raise InputError(
+            f"{what}: time column {time_col!r} has type {dtype.simpleString()}, expected timestamp or date"
+        )
     if start is not None:
         df = df.where(F.col(time_col) >= F.lit(start))
     if end is not None:
@@ -109,23 +116,26 @@ def long_values(df: DataFrame, features: list[str], time_col: str | None) -> Dat
 
 def value_counts(df: DataFrame, features: list[str], time_col: str | None) -> DataFrame:
     """``feature, value, count, first_seen, last_seen`` over the rows of ``df``."""
-    return (long_values(df, features, time_col)
-            .groupBy("feature", "value")
-            .agg(F.count("*").alias("count"), F.min("ts").alias("first_seen"), F.max("ts").alias("last_seen")))
+    return (
+        long_values(df, features, time_col)
+        .groupBy("feature", "value")
+        .agg(F.count("*").alias("count"), F.min("ts").alias("first_seen"), F.max("ts").alias("last_seen"))
+    )
 
 
 def empty_vocabulary(spark) -> DataFrame:
     return spark.createDataFrame([], VOCAB_SCHEMA)
 
 
-def _capacities(spark, cfg: VocabConfig) -> DataFrame:
+def _capacities(spark, cfg: VocabConfig, features: Sequence[str]) -> DataFrame:
     """Small per-feature frame of id caps (null = unlimited), built from the config."""
-    rows = [(f, cfg.max_size_per_feature.get(f, cfg.max_size)) for f in cfg.features]
+    rows = [(f, cfg.max_size_per_feature.get(f, cfg.max_size)) for f in features]
     return spark.createDataFrame(rows, "feature string, max_size int")
 
 
-def extend_vocabulary(previous: DataFrame, counts: DataFrame, capacities: DataFrame,
-                      min_count: int, refresh: int) -> DataFrame:
+def extend_vocabulary(
+    previous: DataFrame, counts: DataFrame, capacities: DataFrame, min_count: int, refresh: int
+) -> DataFrame:
     """Merge this refresh's counts into the previous vocabulary, keeping every existing id.
 
     Args:
@@ -143,26 +153,41 @@ def extend_vocabulary(previous: DataFrame, counts: DataFrame, capacities: DataFr
     prev = previous.alias("p")
     new = counts.alias("n")
     merged = prev.join(new, ["feature", "value"], "full_outer")
-    kept = (merged.where(F.col("p.id").isNotNull())
-            .select("feature", "value", F.col("p.id").alias("id"),
-                    F.coalesce(F.col("n.count"), F.lit(0)).cast("long").alias("count"),
-                    F.least("p.first_seen", "n.first_seen").alias("first_seen"),
-                    F.greatest("p.last_seen", "n.last_seen").alias("last_seen"),
-                    F.col("p.added_in").alias("added_in")))
+    kept = merged.where(F.col("p.id").isNotNull()).select(
+        "feature",
+        "value",
+        F.col("p.id").alias("id"),
+        F.coalesce(F.col("n.count"), F.lit(0)).cast("long").alias("count"),
+        F.least("p.first_seen", "n.first_seen").alias("first_seen"),
+        F.greatest("p.last_seen", "n.last_seen").alias("last_seen"),
+        F.col("p.added_in").alias("added_in"),
+    )
     stats = previous.groupBy("feature").agg(F.count("*").alias("existing"), F.max("id").alias("max_id"))
-    candidates = (merged.where(F.col("p.id").isNull() & (F.col("n.count") >= min_count))
-                  .select("feature", "value", F.col("n.count").alias("count"),
-                          F.col("n.first_seen").alias("first_seen"), F.col("n.last_seen").alias("last_seen")))
+    candidates = merged.where(F.col("p.id").isNull() & (F.col("n.count") >= min_count)).select(
+        "feature",
+        "value",
+        F.col("n.count").alias("count"),
+        F.col("n.first_seen").alias("first_seen"),
+        F.col("n.last_seen").alias("last_seen"),
+    )
     rank = F.row_number().over(Window.partitionBy("feature").orderBy(F.desc("count"), F.asc("value")))
-    admitted = (candidates.join(F.broadcast(capacities), "feature", "inner")
-                .join(F.broadcast(stats), "feature", "left")
-                .withColumn("rank", rank)
-                .where(F.col("max_size").isNull()
-                       | (F.col("rank") <= F.col("max_size") - F.coalesce(F.col("existing"), F.lit(0))))
-                .select("feature", "value",
-                        (F.coalesce(F.col("max_id"), F.lit(FIRST_ID - 1)) + F.col("rank")).cast("int").alias("id"),
-                        F.col("count").cast("long").alias("count"), "first_seen", "last_seen",
-                        F.lit(refresh).cast("int").alias("added_in")))
+    admitted = (
+        candidates.join(F.broadcast(capacities), "feature", "inner")
+        .join(F.broadcast(stats), "feature", "left")
+        .withColumn("rank", rank)
+        .where(
+            F.col("max_size").isNull() | (F.col("rank") <= F.col("max_size") - F.coalesce(F.col("existing"), F.lit(0)))
+        )
+        .select(
+            "feature",
+            "value",
+            (F.coalesce(F.col("max_id"), F.lit(FIRST_ID - 1)) + F.col("rank")).cast("int").alias("id"),
+            F.col("count").cast("long").alias("count"),
+            "first_seen",
+            "last_seen",
+            F.lit(refresh).cast("int").alias("added_in"),
+        )
+    )
     return kept.unionByName(admitted)
 
 
@@ -185,22 +210,33 @@ class VocabularyModel:
         """Share of this refresh's (non-null) occurrences whose value has an id, per feature."""
         if self.occurrences is None:
             return {}
-        totals = {r["feature"]: r["n"] for r in self.occurrences.groupBy("feature").agg(F.sum("count").alias("n")).collect()}
+        totals = {
+            r["feature"]: r["n"] for r in self.occurrences.groupBy("feature").agg(F.sum("count").alias("n")).collect()
+        }
         kept = {r["feature"]: r["n"] for r in self.table.groupBy("feature").agg(F.sum("count").alias("n")).collect()}
         return {f: (kept.get(f, 0) / totals[f]) if totals.get(f) else 0.0 for f in self.features}
 
     def sizes(self) -> dict[str, int]:
         """num_embeddings per feature (``max(id) + 1``; reserved ids included); F rows to the driver."""
-        got = {r["feature"]: int(r["n"]) for r in
-               self.table.groupBy("feature").agg((F.max("id") + 1).alias("n")).collect()}
+        got = {
+            r["feature"]: int(r["n"]) for r in self.table.groupBy("feature").agg((F.max("id") + 1).alias("n")).collect()
+        }
         return {f: got.get(f, NUM_RESERVED) for f in self.features}
 
 
 class VocabularyBuilder:
-    """Estimator: ``fit(raw_events, previous)`` -> :class:`VocabularyModel` (stable ids)."""
+    """Estimator: ``fit(raw_events, previous)`` -> :class:`VocabularyModel` (stable ids).
 
-    def __init__(self, cfg: VocabConfig):
-        self.cfg = cfg
+    Args:
+        features: the categorical columns that get vocabularies (``schema.categorical``).
+        cfg: admission thresholds and the window (``vocab`` section).
+        time_col: the event time column the window selects on (``schema.time``).
+    """
+
+    def __init__(self, features: Sequence[str], cfg: VocabConfig | None = None, *, time_col: str | None = None):
+        self.features = list(features)
+        self.cfg = cfg or VocabConfig()
+        self.time_col = time_col
 
     def fit(self, raw_events: DataFrame, previous: DataFrame | None = None) -> VocabularyModel:
         """Count values in the configured window and extend ``previous`` (None: first build).
@@ -209,16 +245,18 @@ class VocabularyBuilder:
             InputError: missing or mistyped columns, no rows in the window, or a feature whose
                 values are all null (the message names it).
         """
-        cfg = self.cfg
+        cfg, features, time_col = self.cfg, self.features, self.time_col
+        if (cfg.start or cfg.end) and not time_col:
+            raise InputError("vocab.start/vocab.end need a time column (schema.time)")
         spark = raw_events.sparkSession
-        check_feature_columns(raw_events, cfg.features)
-        events = select_window(raw_events, cfg.time_col, cfg.start, cfg.end)
+        check_feature_columns(raw_events, features)
+        events = select_window(raw_events, time_col, cfg.start, cfg.end)
         if events.isEmpty():
-            window = f" in the window [{cfg.start}, {cfg.end}) of {cfg.time_col!r}" if cfg.time_col else ""
+            window = f" in the window [{cfg.start}, {cfg.end}) of {time_col!r}" if time_col else ""
             raise InputError(f"input has no rows{window}")
-        counts = value_counts(events, cfg.features, cfg.time_col).cache()
+        counts = value_counts(events, features, time_col).cache()
         seen = {r["feature"] for r in counts.select("feature").distinct().collect()}
-        all_null = [f for f in cfg.features if f not in seen]
+        all_null = [f for f in features if f not in seen]
         if all_null:
             counts.unpersist()
             raise InputError(f"feature column(s) {all_null} have only null values in the input")
@@ -230,5 +268,5 @@ class VocabularyBuilder:
                 raise InputError(f"existing vocabulary table lacks column(s) {missing}")
             refresh = int(previous.agg(F.coalesce(F.max("added_in"), F.lit(0))).head()[0]) + 1
             previous = previous.select(*VOCAB_COLUMNS)
-        table = extend_vocabulary(previous, counts, _capacities(spark, cfg), cfg.min_count, refresh)
-        return VocabularyModel(table=table, features=tuple(cfg.features), refresh=refresh, occurrences=counts)
+        table = extend_vocabulary(previous, counts, _capacities(spark, cfg, features), cfg.min_count, refresh)
+        return VocabularyModel(table=table, features=tuple(features), refresh=refresh, occurrences=counts)

@@ -6,10 +6,9 @@
 The new version gets the challenger alias; it takes champion only if its test AUC is at least the
 champion's minus ``mlflow.promotion_tolerance``, both scored on the raw rows of this run's test split.
 Reads ``train.export_path`` and ``train.metrics_out``; the raw click log and the vocabulary (and their
-Delta versions) come from the encoded table's commit metadata.
+Delta versions) are the ones the stage runner recorded in the encoded table's commit.
 """
 
-import json
 import sys
 from pathlib import Path
 
@@ -24,24 +23,40 @@ def main(argv: list[str] | None = None) -> int:
     if not m.enabled:
         raise ConfigError("mlflow.enabled is false: promotion needs the MLflow tracking server and registry")
     if not (t.export_path and t.metrics_out and Path(t.export_path).is_file() and Path(t.metrics_out).is_file()):
-        raise InputError(f"train.export_path ({t.export_path}) and train.metrics_out ({t.metrics_out}) must be "
-                         "files written by jobs/train_ctr.py")
-    from core.delta import commit_metadata
+        raise InputError(
+            f"train.export_path ({t.export_path}) and train.metrics_out ({t.metrics_out}) must be "
+            "files written by jobs/train_ctr.py"
+        )
+    from core.delta import commit_inputs
     from recsys.registry import register_and_promote
+    from recsys.results import read_result
 
-    metrics = json.loads(Path(t.metrics_out).read_text())
+    result = read_result(t.metrics_out)
+    tables, schema = cfg.tables, cfg.click_schema
     with mlflow_run(m, "promote", params={"mlflow": m, "train.export_path": t.export_path}):
-        encoded = commit_metadata(t.input, metrics.get("input_version"), what="train.input")
+        # the tables the model was trained on, at the versions the encode stage read
+        lineage = commit_inputs(result.input, result.input_version, what="the trained model's encoded table")
+        clicks = lineage.get("clicks") or {"path": tables.path("clicks"), "version": None}
+        vocab = lineage.get("vocab") or {"path": result.vocab, "version": result.vocab_version}
         decision = register_and_promote(
-            t.export_path, metrics, raw_path=encoded.get("input") or cfg.encode.input,
-            raw_version=encoded.get("input_version"), vocab_path=encoded.get("vocab") or t.vocab,
-            vocab_version=encoded.get("vocab_version", metrics.get("vocab_version")),
-            registered_model=m.registered_model, tolerance=m.promotion_tolerance,
-            champion_alias=m.champion_alias, challenger_alias=m.challenger_alias,
-            label_col=t.label_col, id_col=t.id_col)
+            t.export_path,
+            result,
+            raw_path=clicks["path"],
+            raw_version=clicks.get("version"),
+            vocab_path=vocab["path"],
+            vocab_version=vocab.get("version"),
+            registered_model=m.registered_model,
+            tolerance=m.promotion_tolerance,
+            champion_alias=m.champion_alias,
+            challenger_alias=m.challenger_alias,
+            label_col=schema.label,
+            id_col=schema.id,
+        )
     print(decision.summary())
-    print(f"champion: models:/{m.registered_model}@{m.champion_alias}  "
-          f"challenger: models:/{m.registered_model}@{m.challenger_alias}")
+    print(
+        f"champion: models:/{m.registered_model}@{m.champion_alias}  "
+        f"challenger: models:/{m.registered_model}@{m.challenger_alias}"
+    )
     return 0
 
 

@@ -15,21 +15,27 @@ import score
 import train_ctr
 
 from core.cli import load_config, run
+from core.errors import StageFailed
 from core.tracking import mlflow_run
-from embeddings.io import WriteResult
+from embeddings.runner import StageResult, run_stage
 from embeddings.spark import spark_session
-from embeddings.stages import run_encode, run_fastrp_stage, run_synth, run_vocab
+from embeddings.stages import ENCODE, FASTRP, SYNTH, VOCAB
 
-SPARK_STAGES = {"synth": run_synth, "vocab": run_vocab, "encode": run_encode, "fastrp": run_fastrp_stage}
+SPARK_STAGES = {"synth": SYNTH, "vocab": VOCAB, "encode": ENCODE, "fastrp": FASTRP}
 JOBS = {"train": train_ctr.main, "promote": promote.main, "score": score.main}  # each exits non-zero on failure
 
 
-def _describe(value) -> str:
-    if isinstance(value, WriteResult):
-        return f"{value.path} (Delta v{value.version}, {value.num_rows} rows)"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items())
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+def _describe(result: StageResult) -> list[str]:
+    lines = [
+        f"{result.stage}.{name}: {w.path} (Delta v{w.version}, {w.num_rows} rows)" for name, w in result.written.items()
+    ]
+    for key, value in result.summary.model_dump().items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items())
+        lines.append(
+            f"{result.stage}.{key}: {value:.4f}" if isinstance(value, float) else f"{result.stage}.{key}: {value}"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", action="append", default=[], choices=[*SPARK_STAGES, *JOBS])
     known, rest = parser.parse_known_args(argv)
     cfg = load_config(rest, description=__doc__)
-    summary: dict[str, dict] = {}
+    results: list[StageResult] = []
     # One parent MLflow run per refresh; every stage is a child run of it.
     with mlflow_run(cfg.mlflow, "refresh", params=cfg, export_parent=True) as parent:
         with spark_session(cfg.spark) as spark:
@@ -45,21 +51,23 @@ def main(argv: list[str] | None = None) -> int:
                 if name in known.skip:
                     continue
                 print(f"== stage {name}", flush=True)
-                summary[name] = stage(spark, cfg)
+                results.append(run_stage(spark, cfg, stage))
         for name, job in JOBS.items():
             if name in known.skip:
                 continue
             print(f"== stage {name}", flush=True)
             code = job(rest)
             if code != 0:
-                raise RuntimeError(f"stage {name} exited with code {code}")
+                raise StageFailed(name, code)
     print("\n== refresh finished; outputs:")
-    for name, out in summary.items():
-        for key, value in out.items():
-            print(f"  {name}.{key}: {_describe(value)}")
+    for result in results:
+        for line in _describe(result):
+            print(f"  {line}")
     if parent is not None:
-        print(f"\nMLflow run {parent.info.run_id}: open the UI with\n"
-              f"  .venv/bin/mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}")
+        print(
+            f"\nMLflow run {parent.info.run_id}: open the UI with\n"
+            f"  .venv/bin/mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}"
+        )
     return 0
 
 

@@ -6,7 +6,7 @@
 
 The run is tracked in MLflow (child of $PIPELINE_PARENT_RUN_ID if set): metrics, training curves,
 the metrics JSON, the ShardingPlan and the Delta versions of the input and vocabulary. Its run id
-is added to the metrics JSON (``mlflow_run_id``), where jobs/promote.py picks it up.
+is added to the result JSON (``mlflow_run_id``), where jobs/promote.py picks it up.
 """
 
 import os
@@ -19,28 +19,31 @@ from core.tracking import mlflow_run
 def main(argv: list[str] | None = None) -> int:
     cfg = load_config(argv, section="train", description=__doc__)
     tracked = cfg.mlflow.model_copy(update={"enabled": cfg.mlflow.enabled and os.environ.get("RANK", "0") == "0"})
-    with mlflow_run(tracked, "train", params=cfg.train) as mlrun:
+    inputs = cfg.train_inputs()
+    with mlflow_run(tracked, "train", params={"train": cfg.train, "inputs": inputs}) as mlrun:
         if cfg.train.launcher == "spark":
             from embeddings.spark import spark_session
             from recsys.launch_spark import train_on_spark
 
             with spark_session(cfg.spark):
-                metrics = train_on_spark(cfg.train)
+                result = train_on_spark(cfg.train, inputs)
         else:
             from recsys.train import run_training
 
-            metrics = run_training(cfg.train)
-        if metrics is not None and mlrun is not None:
-            from recsys.registry import log_training_run
-            from recsys.trainer import write_json
+            result = run_training(cfg.train, inputs)
+        if result is not None and mlrun is not None:
+            from recsys.reporting import log_training_run
+            from recsys.results import write_result
 
-            metrics["mlflow_run_id"] = mlrun.info.run_id
+            result = result.model_copy(update={"mlflow_run_id": mlrun.info.run_id})
             if cfg.train.metrics_out:
-                write_json(cfg.train.metrics_out, metrics)
-            log_training_run(metrics, cfg.train)
-    if metrics is not None:
-        print(f"test_auc={metrics['test_auc']} test_logloss={metrics['test_logloss']} "
-              f"embedding_params={metrics['embedding_params']} examples/s={metrics['examples_per_second'] or 0:.0f}")
+                write_result(cfg.train.metrics_out, result)
+            log_training_run(result, inputs)
+    if result is not None:
+        print(
+            f"test_auc={result.test_auc} test_logloss={result.test_logloss} "
+            f"embedding_params={result.embedding_params} examples/s={result.examples_per_second or 0:.0f}"
+        )
     return 0
 
 

@@ -25,12 +25,18 @@ from recsys.modules.layouts import EmbeddingLayout
 FORMAT = "recsys.ctr/1"
 
 
-def save_exported(path: str, cfg: TrainConfig, layout: EmbeddingLayout, spec: FeatureSpec,
-                  state_dict: dict[str, torch.Tensor]) -> None:
+def save_exported(
+    path: str, cfg: TrainConfig, layout: EmbeddingLayout, spec: FeatureSpec, state_dict: dict[str, torch.Tensor]
+) -> None:
     """Write the model file atomically (temp file + rename)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "config": cfg.model_dump(mode="json"), "layout": layout.to_dict(),
-               "spec": spec.to_dict(), "state_dict": state_dict}
+    payload = {
+        "format": FORMAT,
+        "config": cfg.model_dump(mode="json"),
+        "layout": layout.to_dict(),
+        "spec": spec.to_dict(),
+        "state_dict": state_dict,
+    }
     fd, tmp = tempfile.mkstemp(dir=Path(path).parent, suffix=".tmp")
     os.close(fd)
     torch.save(payload, tmp)
@@ -60,8 +66,10 @@ class ExportedCTRModel(nn.Module):
         if self.spec.id_col not in table.column_names:
             table = table.append_column(self.spec.id_col, pa.array(np.arange(table.num_rows, dtype=np.int64)))
         rows = encode_rows(block_from_arrow(table, self.spec, with_hash=self.layout.uses_hash), self.layout)
-        out = [self(*_inputs(make_batch(rows, np.arange(i, min(i + batch_size, len(rows))))))
-               for i in range(0, len(rows), batch_size)]
+        out = [
+            self(*_inputs(make_batch(rows, np.arange(i, min(i + batch_size, len(rows))))))
+            for i in range(0, len(rows), batch_size)
+        ]
         return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
 

@@ -1,24 +1,24 @@
 """Hand CTR training to Spark's ``TorchDistributor`` (the only module in ``recsys`` that imports pyspark).
 
 ``local_mode=True`` runs the ranks as torchrun processes on the driver; ``False`` runs them on the
-executors in a barrier stage (each executor must see ``train.input``/``train.vocab`` at the same path).
+executors in a barrier stage (each executor must see the encoded and vocabulary tables at the same path).
 """
 
 from __future__ import annotations
 
-from core.train_config import TrainConfig
+from core.train_config import TrainConfig, TrainInputs
 
 
-def _distributed_entry(cfg_json: str) -> dict | None:
+def _distributed_entry(cfg_json: str, inputs_json: str):
     """Runs in each rank that TorchDistributor starts (RANK/WORLD_SIZE/MASTER_* already set)."""
     from recsys.train import prepare, train_rank
 
     cfg = TrainConfig.model_validate_json(cfg_json)
-    return train_rank(cfg, prepare(cfg))
+    return train_rank(cfg, prepare(cfg, TrainInputs.model_validate_json(inputs_json)))
 
 
-def train_on_spark(cfg: TrainConfig) -> dict | None:
-    """Run ``train_rank`` on ``cfg.world_size`` ranks through TorchDistributor; returns rank 0's metrics.
+def train_on_spark(cfg: TrainConfig, inputs: TrainInputs):
+    """Run ``train_rank`` on ``cfg.world_size`` ranks through TorchDistributor; returns rank 0's result.
 
     Needs an active SparkSession (the job opens one with ``embeddings.spark.spark_session``).
     """
@@ -26,13 +26,13 @@ def train_on_spark(cfg: TrainConfig) -> dict | None:
 
     from recsys.train import prepare
 
-    prepare(cfg)  # bad input fails here, on the driver, before any rank starts
-    distributor = TorchDistributor(num_processes=cfg.world_size, local_mode=cfg.spark_local_mode,
-                                   use_gpu=cfg.device == "cuda")
-    result = distributor.run(_distributed_entry, cfg.model_dump_json())
+    prepare(cfg, inputs)  # bad input fails here, on the driver, before any rank starts
+    distributor = TorchDistributor(
+        num_processes=cfg.world_size, local_mode=cfg.spark_local_mode, use_gpu=cfg.device == "cuda"
+    )
+    result = distributor.run(_distributed_entry, cfg.model_dump_json(), inputs.model_dump_json())
     if result is None and cfg.metrics_out:  # local mode may not hand rank 0's return value back
-        import json
-        from pathlib import Path
+        from recsys.results import read_result
 
-        result = json.loads(Path(cfg.metrics_out).read_text())
+        result = read_result(cfg.metrics_out)
     return result

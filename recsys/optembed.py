@@ -47,8 +47,9 @@ class BinaryStep(torch.autograd.Function):
     def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
         ax = x.abs()
-        surrogate = torch.where(ax <= 0.4, 2 - 4 * ax, torch.where(ax <= 1.0, torch.full_like(x, 0.4),
-                                                                     torch.zeros_like(x)))
+        surrogate = torch.where(
+            ax <= 0.4, 2 - 4 * ax, torch.where(ax <= 1.0, torch.full_like(x, 0.4), torch.zeros_like(x))
+        )
         return grad_output * surrogate
 
 
@@ -162,8 +163,10 @@ def evolutionary_search(
                 return w
         w = np.ones(num_fields, dtype=np.int64)
         if not admissible(w):
-            raise ValueError(f"parameter budget {max_params} is below the smallest candidate "
-                             f"({num_params(w)} parameters with width 1 everywhere)")
+            raise ValueError(
+                f"parameter budget {max_params} is below the smallest candidate "
+                f"({num_params(w)} parameters with width 1 everywhere)"
+            )
         return w
 
     def evaluate(cands: list[np.ndarray]) -> None:
@@ -188,8 +191,12 @@ def evolutionary_search(
             a, b = parents[rng.integers(len(parents))], parents[rng.integers(len(parents))]
             children.append(np.where(rng.random(num_fields) < 0.5, a, b))
         evaluate(children)
-        log.info("evolution generation %d/%d: best fitness %.5f over %d candidates", gen + 1, generations,
-                 history[-1], len(scored))
+        log.info(
+            "evolution generation %d/%d: best fitness %.5f over %d candidates",
+            gen + 1,
+            generations,
+            history[-1],
+            len(scored),
+        )
     best = min(scored, key=lambda k: (-scored[k], k))
-    return SearchResult(widths=best, fitness=scored[best], num_params=int(num_params(np.array(best))),
-                        history=history)
+    return SearchResult(widths=best, fitness=scored[best], num_params=int(num_params(np.array(best))), history=history)

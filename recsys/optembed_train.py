@@ -25,19 +25,33 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torchrec.optim.keyed import CombinedOptimizer
 
+from core.errors import InputError
 from core.train_config import TrainConfig
 from recsys.data.batches import EncodedRows
 from recsys.data.checks import InputSummary
 from recsys.distributed.launch import process_group
+from recsys.distributed.sharding import load_full_state_dict, plan_summary
 from recsys.modules.optembed import PrunedLayout, build_optembed_model
 from recsys.optembed import evolutionary_search, round_width, row_norms
-from recsys.trainer import CTRTrainer, write_json
+from recsys.results import (
+    BaselineResult,
+    OptEmbedResult,
+    OptEmbedStages,
+    RetrainResult,
+    SearchResult,
+    SplitRecord,
+    SupernetResult,
+    write_result,
+)
+from recsys.trainer import CTRTrainer, keyed_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +80,15 @@ class SupernetTrainer(CTRTrainer):
         return [src.feature not in multi for src in self.layout_.sources]
 
     def _build_model(self, device, seed=None):
-        return build_optembed_model(self.cfg, self.layout_, self.summary.spec.num_dense_inputs, device, seed,
-                                    supernet=True, prune_keys=self.prune_keys())
+        return build_optembed_model(
+            self.cfg,
+            self.layout_,
+            self.summary.spec.num_dense_inputs,
+            device,
+            seed,
+            supernet=True,
+            prune_keys=self.prune_keys(),
+        )
 
     def _initial_state(self, plain):
         self.initial_state_ = {k: v.clone() for k, v in plain.state_dict().items()}
@@ -83,20 +104,15 @@ class SupernetTrainer(CTRTrainer):
         return loss_fn(logits, batch.labels) + self.module_.penalty(self.cfg.optembed.alpha)
 
     def _optimizer(self):
-        from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
-        from torchrec.optim.optimizers import in_backward_optimizer_filter
-
+        """Fused embedding optimizer + the dense one + the thresholds' own (OptEmbed-E: its lr bounds their run)."""
         oe = self.cfg.optembed
-        params = dict(in_backward_optimizer_filter(self.model_.named_parameters()))
+        params = self._dense_params()
         thresholds = {k: p for k, p in params.items() if k.endswith("thresholds")}
         dense = {k: p for k, p in params.items() if k not in thresholds}
-        cls = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}[self.cfg.dense_optimizer]
-        lr = self.cfg.dense_lr
-        self.dense_optimizer_ = KeyedOptimizerWrapper(dense, lambda ps: cls(ps, lr=lr))
+        self.dense_optimizer_ = keyed_optimizer(dense, self.cfg.dense_optimizer, self.cfg.dense_lr)
         opts = [self.model_.fused_optimizer, self.dense_optimizer_]
         if oe.row_pruning and thresholds:
-            tcls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[oe.threshold_optimizer]
-            self.threshold_optimizer_ = KeyedOptimizerWrapper(thresholds, lambda ps: tcls(ps, lr=oe.threshold_lr))
+            self.threshold_optimizer_ = keyed_optimizer(thresholds, oe.threshold_optimizer, oe.threshold_lr)
             opts.append(self.threshold_optimizer_)
         return CombinedOptimizer(opts)
 
@@ -109,8 +125,11 @@ class SupernetTrainer(CTRTrainer):
         keeps = []
         for i, table in enumerate(self.layout_.tables):
             w = full[table_key(table.name)]
-            keep = (row_norms(w) > t[i]).numpy() if (self.cfg.optembed.row_pruning and self.prune_keys()[i]) \
+            keep = (
+                (row_norms(w) > t[i]).numpy()
+                if (self.cfg.optembed.row_pruning and self.prune_keys()[i])
                 else np.ones(w.shape[0], bool)
+            )
             keep[:2] = True
             keeps.append(keep)
         return keeps
@@ -119,8 +138,16 @@ class SupernetTrainer(CTRTrainer):
 class RetrainTrainer(CTRTrainer):
     """Stage 3: the pruned layout (smaller tables, remapped ids), initialised from the supernet's initial weights."""
 
-    def __init__(self, cfg, summary, *, pruned: PrunedLayout, keeps: list[np.ndarray],
-                 supernet_init: dict[str, torch.Tensor], **kw):
+    def __init__(
+        self,
+        cfg,
+        summary,
+        *,
+        pruned: PrunedLayout,
+        keeps: list[np.ndarray],
+        supernet_init: dict[str, torch.Tensor],
+        **kw,
+    ):
         super().__init__(cfg, summary, **kw)
         self.pruned, self.keeps, self.supernet_init = pruned, keeps, supernet_init
 
@@ -128,8 +155,9 @@ class RetrainTrainer(CTRTrainer):
         return self.pruned
 
     def _build_model(self, device, seed=None):
-        return build_optembed_model(self.cfg, self.layout_, self.summary.spec.num_dense_inputs, device, seed,
-                                    supernet=False)
+        return build_optembed_model(
+            self.cfg, self.layout_, self.summary.spec.num_dense_inputs, device, seed, supernet=False
+        )
 
     def _initial_state(self, plain):
         state = plain.state_dict()
@@ -138,161 +166,271 @@ class RetrainTrainer(CTRTrainer):
                 state[key] = self.supernet_init[key].clone()
         for table, keep in zip(self.layout_.tables, self.keeps):
             old = self.supernet_init[table_key(table.name)]
-            state[table_key(table.name)] = old[torch.from_numpy(keep)][:, :table.embedding_dim].contiguous()
+            state[table_key(table.name)] = old[torch.from_numpy(keep)][:, : table.embedding_dim].contiguous()
         return state
 
 
 def remap_rows(data: EncodedRows, pruned: PrunedLayout) -> EncodedRows:
     """The same rows with every key's table rows sent through ``pruned.remaps`` (pruned -> OOV row)."""
-    return EncodedRows(data.event_id, data.label, data.dense, data.keys, data.offsets,
-                       [r[rows] for r, rows in zip(pruned.remaps, data.rows)])
+    return EncodedRows(
+        data.event_id,
+        data.label,
+        data.dense,
+        data.keys,
+        data.offsets,
+        [r[rows] for r, rows in zip(pruned.remaps, data.rows)],
+    )
 
 
 def head_rows(data: EncodedRows, n: int) -> EncodedRows:
     """The first ``n`` rows (CSR trimmed)."""
     n = min(n, len(data))
-    return EncodedRows(data.event_id[:n], data.label[:n], data.dense[:n], data.keys, [o[:n + 1] for o in data.offsets],
-                       [r[:o[n]] for o, r in zip(data.offsets, data.rows)])
+    return EncodedRows(
+        data.event_id[:n],
+        data.label[:n],
+        data.dense[:n],
+        data.keys,
+        [o[: n + 1] for o in data.offsets],
+        [r[: o[n]] for o, r in zip(data.offsets, data.rows)],
+    )
 
 
 def _eval(trainer: CTRTrainer, splits=("valid", "test")) -> dict:
+    """``{valid_auc, valid_logloss, test_auc, test_logloss}`` on rank 0 (collective)."""
     out = {}
     for s in splits:
         if len(trainer.data_.get(s, [])) or s == "test":
             m = trainer.evaluate(s)
             if m is not None:
-                out[f"{s}_auc"], out[f"{s}_logloss"] = m["auc"], m["logloss"]
+                out[f"{s}_auc"], out[f"{s}_logloss"] = m.auc, m.logloss
     return out
 
 
 def _sizes(layout, optimizer: str) -> dict:
-    return {"tables": {t.name: [t.num_embeddings, t.embedding_dim] for t in layout.tables},
-            "embedding_params": layout.embedding_params(), "embedding_bytes": layout.embedding_bytes(optimizer)}
+    return {
+        "tables": {t.name: [t.num_embeddings, t.embedding_dim] for t in layout.tables},
+        "embedding_params": layout.embedding_params(),
+        "embedding_bytes": layout.embedding_bytes(optimizer),
+    }
 
 
-def optembed_rank(cfg: TrainConfig, summary: InputSummary, backend: str) -> dict | None:
-    """All requested OptEmbed stages on this rank; rank 0 returns (and writes) the metrics."""
+@dataclass
+class RankState:
+    """What OptEmbed's stages hand each other on one rank: the data share, its split, the supernet's outputs."""
+
+    cfg: TrainConfig
+    summary: InputSummary
+    kw: dict
+    rank: int
+    work: Path | None
+    data: dict[str, EncodedRows] | None = None
+    split: SplitRecord | None = None
+    keeps: list[np.ndarray] | None = None
+    init_state: dict[str, torch.Tensor] | None = None
+    supernet: "SupernetTrainer | None" = None
+    last_train: dict = field(default_factory=dict)
+
+    def epochs(self, n: int | None) -> TrainConfig:
+        return self.cfg.model_copy(update={"epochs": n or self.cfg.epochs})
+
+
+def _stage_file(work: Path | None, name: str, stage: str) -> Path:
+    """A result an earlier run of ``stage`` left in ``work_dir``; InputError naming it if it is not there."""
+    path = (work or Path(".")) / name
+    if work is None or not path.is_file():
+        raise InputError(
+            f"optembed.stages leaves out {stage!r}, but {path} (written by the {stage} stage in "
+            "optembed.work_dir) is missing"
+        )
+    return path
+
+
+def run_baseline(st: RankState) -> BaselineResult | None:
+    """Stage 0: the plain full model (the 'before' metrics); its data share is reused by the stages after it."""
+    base = CTRTrainer(st.cfg, st.summary, **st.kw).setup()
+    trained = base.train()
+    st.data, st.split = base.data_, base.split_record_
+    result = {
+        **_eval(base),
+        **_sizes(base.layout_, st.cfg.embedding_optimizer),
+        "examples_per_second": trained["examples_per_second"],
+    }
+    return BaselineResult(**result) if st.rank == 0 else None
+
+
+def run_supernet(st: RankState) -> SupernetResult | None:
+    """Stage 1: train the supernet and compute the row masks (rank 0), or load both from ``work_dir``."""
+    oe, work = st.cfg.optembed, st.work
+    if "supernet" not in oe.stages:
+        saved = torch.load(_stage_file(work, "supernet.pt", "supernet"), weights_only=False)
+        st.keeps, st.init_state = saved["keeps"], saved["initial_state"]
+        return SupernetResult(**{**saved["metrics"], "loaded_from": str(work / "supernet.pt")})
+    sup = SupernetTrainer(st.epochs(oe.supernet_epochs), st.summary, **st.kw).setup(st.data, st.split)
+    st.data, st.split, st.supernet = sup.data_, sup.split_record_, sup
+    before = sup.thresholds()
+    st.last_train = sup.train()
+    full = sup.full_state_dict()
+    stage = {
+        **_eval(sup),
+        "thresholds_before": before,
+        "thresholds": sup.thresholds(),
+        "examples_per_second": st.last_train["examples_per_second"],
+        "final_loss": st.last_train["losses"][-1] if st.last_train["losses"] else None,
+    }
+    keeps = sup.row_keeps(full) if st.rank == 0 else None
+    result = None
+    if st.rank == 0:
+        stage["rows_kept"] = {t.name: int(k.sum()) for t, k in zip(sup.layout_.tables, keeps)}
+        result = SupernetResult(**stage)
+        if work:
+            work.mkdir(parents=True, exist_ok=True)
+            torch.save(
+                {
+                    "keeps": keeps,
+                    "initial_state": sup.initial_state_,
+                    "trained_state": full,
+                    "thresholds": sup.thresholds(),
+                    "metrics": stage,
+                },
+                work / "supernet.pt",
+            )
+    st.keeps, st.init_state = _broadcast(keeps, st.rank), sup.initial_state_
+    return result
+
+
+def run_search(st: RankState, num_params, budget: int | None) -> tuple[list[int], SearchResult | None]:
+    """Stage 2: the widths (searched, loaded from ``work_dir``, or the full width when search is off)."""
+    oe, work, full_dim = st.cfg.optembed, st.work, st.cfg.embedding_dim
+    if "search" not in oe.stages:
+        if "retrain" not in oe.stages:
+            return [full_dim] * len(st.keeps), None
+        return json.loads(_stage_file(work, "search.json", "search").read_text())["widths"], None
+    sup = st.supernet
+    if sup is None:  # search alone: the supernet's trained weights from work_dir
+        sup = SupernetTrainer(st.epochs(oe.supernet_epochs), st.summary, **st.kw).setup(st.data, st.split)
+        st.data, st.split = sup.data_, sup.split_record_
+        saved = torch.load(_stage_file(work, "supernet.pt", "supernet"), weights_only=False)
+        load_full_state_dict(sup.model_, saved["trained_state"])
+    widths, search = _search(sup, oe, full_dim, num_params, budget, st.rank)
+    st.supernet = None
+    if st.rank != 0:
+        return widths, None
+    if work:
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "search.json").write_text(json.dumps(search, indent=1))
+    return widths, SearchResult(**search)
+
+
+def run_retrain(st: RankState, widths: list[int]) -> tuple[RetrainResult | None, PrunedLayout, object]:
+    """Stage 3: the pruned, searched layout trained from the supernet's initial weights (and exported)."""
+    cfg = st.cfg
+    base_layout = CTRTrainer(cfg, st.summary, **st.kw)._make_layout()
+    pruned = PrunedLayout.from_masks(base_layout, st.keeps, widths)
+    data = {s: remap_rows(rows, pruned) for s, rows in st.data.items()} if st.data is not None else None
+    re = RetrainTrainer(
+        st.epochs(cfg.optembed.retrain_epochs),
+        st.summary,
+        pruned=pruned,
+        keeps=st.keeps,
+        supernet_init=st.init_state,
+        **st.kw,
+    )
+    re.setup(data, st.split)
+    st.split = re.split_record_
+    st.last_train = re.train()
+    stage = {
+        **_eval(re),
+        "examples_per_second": st.last_train["examples_per_second"],
+        "final_loss": st.last_train["losses"][-1] if st.last_train["losses"] else None,
+    }
+    if cfg.export_path:
+        re.export(cfg.export_path)
+    result = RetrainResult(**stage, sharding_plan=plan_summary(re.plan_)) if st.rank == 0 else None
+    return result, pruned, base_layout
+
+
+def optembed_rank(cfg: TrainConfig, summary: InputSummary, backend: str) -> OptEmbedResult | None:
+    """All requested OptEmbed stages on this rank; rank 0 returns (and writes) the result."""
     oe = cfg.optembed
-    work = Path(oe.work_dir) if oe.work_dir else None
-    sup_epochs = cfg.model_copy(update={"epochs": oe.supernet_epochs or cfg.epochs})
-    re_epochs = cfg.model_copy(update={"epochs": oe.retrain_epochs or cfg.epochs})
-    metrics: dict = {"optembed": oe.model_dump(), "stages": {}}
     started = time.perf_counter()
     with process_group(backend, cfg.device) as (rank, world, device):
-        kw = dict(rank=rank, world_size=world, device=device)
-        data, split = None, None
-        last_train: dict = {}
-        if oe.baseline:
-            base = CTRTrainer(cfg, summary, **kw).setup()
-            res = base.train()
-            metrics["stages"]["baseline"] = {**_eval(base), **_sizes(base.layout_, cfg.embedding_optimizer),
-                                             "examples_per_second": res["examples_per_second"]}
-            data, split = base.data_, base.split_record_
-            del base
-
-        sup = None
-        if "supernet" in oe.stages:
-            sup = SupernetTrainer(sup_epochs, summary, **kw).setup(data, split)
-            data, split = sup.data_, sup.split_record_
-            before = sup.thresholds()
-            last_train = sup.train()
-            full = sup.full_state_dict()
-            stage = {**_eval(sup), "thresholds_before": before, "thresholds": sup.thresholds(),
-                     "examples_per_second": last_train["examples_per_second"],
-                     "final_loss": last_train["losses"][-1] if last_train["losses"] else None}
-            keeps = sup.row_keeps(full) if rank == 0 else None
-            if rank == 0:
-                stage["rows_kept"] = {t.name: int(k.sum()) for t, k in zip(sup.layout_.tables, keeps)}
-                metrics["stages"]["supernet"] = stage
-                if work:
-                    work.mkdir(parents=True, exist_ok=True)
-                    torch.save({"keeps": keeps, "initial_state": sup.initial_state_, "trained_state": full,
-                                "thresholds": sup.thresholds(), "metrics": stage}, work / "supernet.pt")
-            keeps = _broadcast(keeps, rank)
-            init_state = sup.initial_state_
-        else:
-            saved = torch.load(work / "supernet.pt", weights_only=False)
-            keeps, init_state = saved["keeps"], saved["initial_state"]
-            if rank == 0:
-                metrics["stages"]["supernet"] = {**saved["metrics"], "loaded_from": str(work / "supernet.pt")}
-
+        st = RankState(
+            cfg,
+            summary,
+            dict(rank=rank, world_size=world, device=device),
+            rank,
+            Path(oe.work_dir) if oe.work_dir else None,
+        )
+        baseline = run_baseline(st) if oe.baseline else None
+        supernet = run_supernet(st)
         full_dim = cfg.embedding_dim
-        kept_rows = [int(k.sum()) for k in keeps]
+        kept_rows = [int(k.sum()) for k in st.keeps]
 
         def num_params(w) -> int:
             return sum(n * round_width(int(x), oe.width_multiple, full_dim) for n, x in zip(kept_rows, w))
 
-        full_params = sum(k.size * full_dim for k in keeps)
+        full_params = sum(k.size * full_dim for k in st.keeps)
         budget = oe.max_params or (int(oe.max_params_fraction * full_params) if oe.max_params_fraction else None)
-        if "search" in oe.stages:
-            if sup is None:  # search alone: the supernet's trained weights from work_dir
-                sup = SupernetTrainer(sup_epochs, summary, **kw).setup(data, split)
-                data, split = sup.data_, sup.split_record_
-                from recsys.distributed.sharding import load_full_state_dict
-
-                load_full_state_dict(sup.model_, torch.load(work / "supernet.pt", weights_only=False)["trained_state"])
-            widths, search = _search(sup, oe, full_dim, num_params, budget, rank)
-            if rank == 0:
-                metrics["stages"]["search"] = search
-                if work:
-                    work.mkdir(parents=True, exist_ok=True)
-                    (work / "search.json").write_text(json.dumps(search, indent=1))
-        elif "retrain" in oe.stages:
-            widths = json.loads((work / "search.json").read_text())["widths"]
-        else:
-            widths = [full_dim] * len(keeps)
-        del sup
-
-        if "retrain" in oe.stages:
-            base_layout = CTRTrainer(cfg, summary, **kw)._make_layout()
-            pruned = PrunedLayout.from_masks(base_layout, keeps, widths)
-            if data is not None:
-                data = {s: remap_rows(rows, pruned) for s, rows in data.items()}
-            re = RetrainTrainer(re_epochs, summary, pruned=pruned, keeps=keeps, supernet_init=init_state, **kw)
-            re.setup(data, split)
-            split = re.split_record_
-            last_train = re.train()
-            stage = {**_eval(re), "examples_per_second": last_train["examples_per_second"],
-                     "final_loss": last_train["losses"][-1] if last_train["losses"] else None}
-            if cfg.export_path:
-                re.export(cfg.export_path)
-            if rank == 0:
-                stage["sharding_plan"] = __import__("recsys.distributed.sharding", fromlist=["x"]).plan_summary(re.plan_)
-                metrics["stages"]["retrain"] = stage
-                before = _sizes(base_layout, cfg.embedding_optimizer)
-                after = _sizes(pruned, cfg.embedding_optimizer)
-                base_stage = metrics["stages"].get("baseline", {})
-                metrics.update({
-                    "rows_kept": {t.name: t.num_embeddings for t in pruned.tables},
-                    "rows_total": {t.name: t.num_embeddings for t in base_layout.tables},
-                    "widths": {t.name: t.embedding_dim for t in pruned.tables},
-                    "params_before": before["embedding_params"], "params_after": after["embedding_params"],
-                    "bytes_before": before["embedding_bytes"], "bytes_after": after["embedding_bytes"],
-                    "tables_before": before["tables"], "tables_after": after["tables"],
-                    "auc_before": base_stage.get("test_auc"), "logloss_before": base_stage.get("test_logloss"),
-                    "auc_after": stage["test_auc"], "logloss_after": stage["test_logloss"],
-                    "test_auc": stage["test_auc"], "test_logloss": stage["test_logloss"],
-                    "valid_auc": stage.get("valid_auc"), "valid_logloss": stage.get("valid_logloss"),
-                    "embedding_params": after["embedding_params"], "embedding_bytes": after["embedding_bytes"],
-                    "tables": after["tables"]})
-            del re
+        widths, search = run_search(st, num_params, budget)
+        st.supernet = None  # free the supernet (sharded tables, optimizer state) before the retrain builds its own
+        retrain, pruned, base_layout = run_retrain(st, widths) if "retrain" in oe.stages else (None, None, None)
         if rank != 0:
             return None
-        last = metrics["stages"].get("retrain") or metrics["stages"].get("search") or metrics["stages"]["supernet"]
-        metrics.setdefault("test_auc", last.get("test_auc"))
-        metrics.setdefault("test_logloss", last.get("test_logloss"))
-        metrics.setdefault("embedding_params", num_params(widths) if "search" in metrics["stages"] else full_params)
-        metrics.update({"examples_per_second": last_train.get("examples_per_second") or 0.0,
-                        "wall_seconds": time.perf_counter() - started, "layout": cfg.layout.kind,
-                        "model": cfg.model.kind, "world_size": world, "backend": backend, "seed": cfg.seed,
-                        "input": cfg.input, "input_version": summary.input_version,
-                        "vocab": cfg.vocab, "vocab_version": summary.vocab_version,
-                        # keys the job's MLflow logging reads (same meaning as the plain trainer's)
-                        "split": split or {}, "loss_history": last_train.get("losses", []),
-                        "sharding_plan": metrics["stages"].get("retrain", {}).get("sharding_plan", {})})
+        stages = OptEmbedStages(baseline=baseline, supernet=supernet, search=search, retrain=retrain)
+        last = retrain or search or supernet
+        test_auc = getattr(last, "test_auc", None)
+        fields: dict = {}
+        if retrain is not None:
+            before = _sizes(base_layout, cfg.embedding_optimizer)
+            after = _sizes(pruned, cfg.embedding_optimizer)
+            fields = dict(
+                rows_kept={t.name: t.num_embeddings for t in pruned.tables},
+                rows_total={t.name: t.num_embeddings for t in base_layout.tables},
+                widths={t.name: t.embedding_dim for t in pruned.tables},
+                params_before=before["embedding_params"],
+                params_after=after["embedding_params"],
+                bytes_before=before["embedding_bytes"],
+                bytes_after=after["embedding_bytes"],
+                tables_before=before["tables"],
+                tables_after=after["tables"],
+                auc_before=baseline and baseline.test_auc,
+                logloss_before=baseline and baseline.test_logloss,
+                auc_after=retrain.test_auc,
+                logloss_after=retrain.test_logloss,
+                valid_auc=retrain.valid_auc,
+                valid_logloss=retrain.valid_logloss,
+                embedding_bytes=after["embedding_bytes"],
+                tables=after["tables"],
+            )
+            params = after["embedding_params"]
+        else:
+            params = num_params(widths) if search is not None else full_params
+        result = OptEmbedResult(
+            optembed=oe.model_dump(),
+            stages=stages,
+            test_auc=test_auc,
+            test_logloss=getattr(last, "test_logloss", None),
+            embedding_params=params,
+            examples_per_second=st.last_train.get("examples_per_second") or 0.0,
+            wall_seconds=time.perf_counter() - started,
+            layout=cfg.layout.kind,
+            model=cfg.model.kind,
+            world_size=world,
+            backend=backend,
+            device=cfg.device,
+            seed=cfg.seed,
+            input=summary.inputs.encoded,
+            input_version=summary.input_version,
+            vocab=summary.inputs.vocab,
+            vocab_version=summary.vocab_version,
+            split=st.split,
+            loss_history=st.last_train.get("losses", []),
+            sharding_plan=retrain.sharding_plan if retrain is not None else {},
+            **fields,
+        )
         if cfg.metrics_out:
-            write_json(cfg.metrics_out, metrics)
-        return metrics
+            write_result(cfg.metrics_out, result)
+        return result
 
 
 def _search(sup: SupernetTrainer, oe, full_dim: int, num_params, budget: int | None, rank: int):
@@ -309,15 +447,24 @@ def _search(sup: SupernetTrainer, oe, full_dim: int, num_params, budget: int | N
         if rounded not in cache:
             sup.module_.eval_widths = torch.tensor(rounded)
             m = sup.evaluate("search")
-            cache[rounded] = float(_broadcast(m["auc"] if m else None, rank))
+            cache[rounded] = float(_broadcast(m.auc if m else None, rank))
             candidates.append({"widths": list(rounded), "params": num_params(rounded), "valid_auc": cache[rounded]})
         return cache[rounded]
 
     if oe.dim_search:
-        res = evolutionary_search(fitness, len(sup.layout_.keys), full_dim, num_params, population=oe.population,
-                                  num_mutations=oe.num_mutations, num_crossovers=oe.num_crossovers,
-                                  mutation_prob=oe.mutation_prob, generations=oe.generations, max_params=budget,
-                                  seed=sup.cfg.seed)
+        res = evolutionary_search(
+            fitness,
+            len(sup.layout_.keys),
+            full_dim,
+            num_params,
+            population=oe.population,
+            num_mutations=oe.num_mutations,
+            num_crossovers=oe.num_crossovers,
+            mutation_prob=oe.mutation_prob,
+            generations=oe.generations,
+            max_params=budget,
+            seed=sup.cfg.seed,
+        )
         widths = [round_width(int(x), oe.width_multiple, full_dim) for x in res.widths]
         history = res.history
     else:
@@ -327,8 +474,14 @@ def _search(sup: SupernetTrainer, oe, full_dim: int, num_params, budget: int | N
     test = sup.evaluate("test")
     sup.module_.eval_widths = None
     del sup.data_["search"]
-    record = {"widths": widths, "params": num_params(widths), "valid_auc": cache[tuple(widths)],
-              "supernet_test_auc_with_widths": test and test["auc"], "max_params": budget,
-              "history": history, "candidates": candidates,
-              "widths_by_table": {t.name: w for t, w in zip(sup.layout_.tables, widths)}}
+    record = {
+        "widths": widths,
+        "params": num_params(widths),
+        "valid_auc": cache[tuple(widths)],
+        "supernet_test_auc_with_widths": test and test.auc,
+        "max_params": budget,
+        "history": history,
+        "candidates": candidates,
+        "widths_by_table": {t.name: w for t, w in zip(sup.layout_.tables, widths)},
+    }
     return widths, record

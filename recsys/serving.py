@@ -56,8 +56,8 @@ def _as_list_array(values) -> pa.Array:
 class FeatureVocabulary:
     """One feature's vocabulary: value -> id (ids >= 2; 0 missing and 1 OOV are reserved)."""
 
-    index: pd.Index     # (V,) the values
-    ids: np.ndarray     # (V,) int32 their ids
+    index: pd.Index  # (V,) the values
+    ids: np.ndarray  # (V,) int32 their ids
 
     def encode(self, values: pa.Array, with_hash: bool) -> tuple[pa.Array, pa.Array | None]:
         """Ids and raw-value hashes of a string array, as the encode job computes them.
@@ -70,13 +70,13 @@ class FeatureVocabulary:
         n = len(values)
         null = np.asarray(values.is_null().to_numpy(zero_copy_only=False), dtype=bool)
         enc = pc.dictionary_encode(values)
-        uniq = enc.dictionary.to_pylist()                                   # U distinct non-null values
+        uniq = enc.dictionary.to_pylist()  # U distinct non-null values
         if not uniq:
             ids = np.zeros(n, np.int32)
             return pa.array(ids), (pa.nulls(n, pa.int64()) if with_hash else None)
-        pos = self.index.get_indexer(uniq)                                  # (U,) -1 where not in the vocabulary
+        pos = self.index.get_indexer(uniq)  # (U,) -1 where not in the vocabulary
         uniq_ids = np.where(pos >= 0, self.ids[np.maximum(pos, 0)], OOV_ID).astype(np.int32)
-        idx = enc.indices.fill_null(0).to_numpy(zero_copy_only=False)       # (N,)
+        idx = enc.indices.fill_null(0).to_numpy(zero_copy_only=False)  # (N,)
         ids = np.where(null, MISSING_ID, uniq_ids[idx]).astype(np.int32)
         hashes = None
         if with_hash:
@@ -106,8 +106,9 @@ class RawFeatureEncoder:
         vocabs = {}
         for f in spec.sparse:
             part = df[df["feature"] == f]
-            vocabs[f] = FeatureVocabulary(pd.Index(part["value"].astype(str).to_numpy()),
-                                          part["id"].to_numpy().astype(np.int32))
+            vocabs[f] = FeatureVocabulary(
+                pd.Index(part["value"].astype(str).to_numpy()), part["id"].to_numpy().astype(np.int32)
+            )
         return cls(spec, vocabs, with_hash)
 
     @property
@@ -177,8 +178,9 @@ def model_signature(spec: FeatureSpec):
     inputs = [ColSpec(DataType.double, c) for c in spec.dense]
     # Array columns are array<any>, not array<string>: MLflow 3.17's check of array<string> rejects a null
     # array and turns a null element into a string fragment ('n'); the encoder casts elements to string.
-    inputs += [ColSpec(Array(AnyType()), f) if f in spec.multi_valued else ColSpec(DataType.string, f)
-               for f in spec.sparse]
+    inputs += [
+        ColSpec(Array(AnyType()), f) if f in spec.multi_valued else ColSpec(DataType.string, f) for f in spec.sparse
+    ]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec(DataType.double, PROBABILITY_COL)]))
 
 

@@ -7,29 +7,28 @@ or TorchDistributor, or when ``world_size`` is 1) or in ``world_size`` spawned r
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
 from core.net import free_port
-from core.train_config import TrainConfig
+from core.train_config import TrainConfig, TrainInputs
 from recsys.data.checks import InputSummary, check_inputs, check_memory_budget
 from recsys.distributed.launch import process_group, resolve_backend, spawn, under_launcher
 from recsys.distributed.sharding import plan_summary, sharding_constraints
 from recsys.metrics import auc_logloss
 from recsys.optembed_train import optembed_rank
-from recsys.trainer import CTRTrainer, make_run_layout, oracle_auc, write_json
+from recsys.results import OptEmbedResult, TrainResult, read_result, write_result
+from recsys.trainer import CTRTrainer, make_run_layout, oracle_auc
 
 log = logging.getLogger(__name__)
 
 
-def train_rank(cfg: TrainConfig, summary: InputSummary) -> dict | None:
-    """The whole run on one rank (environment set by a launcher); rank 0 returns and writes the metrics."""
+def train_rank(cfg: TrainConfig, summary: InputSummary) -> TrainResult | OptEmbedResult | None:
+    """The whole run on one rank (environment set by a launcher); rank 0 returns (and writes) the result."""
     backend = resolve_backend(cfg.backend, cfg.device)
     torch.set_num_threads(cfg.num_threads or int(os.environ.get("OMP_NUM_THREADS", 1)))
     if cfg.optembed.enabled:
@@ -38,7 +37,7 @@ def train_rank(cfg: TrainConfig, summary: InputSummary) -> dict | None:
         trainer = CTRTrainer(cfg, summary, rank=rank, world_size=world, device=device).setup()
         resumed = cfg.resume and trainer.restore()
         started = time.perf_counter()
-        result = trainer.train()
+        trained = trainer.train()
         valid = trainer.evaluate("valid") if cfg.split.valid_fraction > 0 else None
         test_out = trainer.predict_split("test")
         if cfg.checkpoint_dir:
@@ -50,53 +49,68 @@ def train_rank(cfg: TrainConfig, summary: InputSummary) -> dict | None:
         probs, labels, ids = test_out
         test = auc_logloss(labels, probs)
         layout = trainer.layout_
-        metrics = {
-            "test_auc": test["auc"], "test_logloss": test["logloss"], "test_rows": int(len(labels)),
-            "valid_auc": valid and valid["auc"], "valid_logloss": valid and valid["logloss"],
-            "embedding_params": layout.embedding_params(),
-            "embedding_bytes": layout.embedding_bytes(cfg.embedding_optimizer),
-            "examples_per_second": result["examples_per_second"],
-            "train_seconds": result["seconds"], "wall_seconds": time.perf_counter() - started,
-            "steps": trainer.progress_["global_step"], "final_loss": result["losses"][-1] if result["losses"] else None,
-            "loss_history": result["losses"],  # rank 0's training loss per step of this run (training curves)
-            "layout": layout.kind, "layout_config": cfg.layout.model_dump(),
-            "tables": {t.name: [t.num_embeddings, t.embedding_dim] for t in layout.tables},
-            "feature_widths": layout.feature_widths, "model": cfg.model.kind,
-            "world_size": world, "backend": backend, "device": cfg.device,
-            "sharding_plan": plan_summary(trainer.plan_), "split": trainer.split_record_,
-            "input": cfg.input, "input_version": summary.input_version,
-            "vocab": cfg.vocab, "vocab_version": summary.vocab_version, "resumed": bool(resumed), "seed": cfg.seed,
-        }
-        if cfg.oracle:
-            metrics["oracle_test_auc"] = oracle_auc(cfg.oracle, ids, labels)
+        result = TrainResult(
+            test_auc=test["auc"],
+            test_logloss=test["logloss"],
+            test_rows=int(len(labels)),
+            valid_auc=valid and valid.auc,
+            valid_logloss=valid and valid.logloss,
+            oracle_test_auc=oracle_auc(summary.inputs.oracle, ids, labels) if summary.inputs.oracle else None,
+            embedding_params=layout.embedding_params(),
+            embedding_bytes=layout.embedding_bytes(cfg.embedding_optimizer),
+            examples_per_second=trained["examples_per_second"],
+            train_seconds=trained["seconds"],
+            wall_seconds=time.perf_counter() - started,
+            steps=trainer.progress_["global_step"],
+            final_loss=trained["losses"][-1] if trained["losses"] else None,
+            loss_history=trained["losses"],
+            layout=layout.kind,
+            layout_config=cfg.layout.model_dump(),
+            tables={t.name: [t.num_embeddings, t.embedding_dim] for t in layout.tables},
+            feature_widths=layout.feature_widths,
+            model=cfg.model.kind,
+            world_size=world,
+            backend=backend,
+            device=cfg.device,
+            sharding_plan=plan_summary(trainer.plan_),
+            split=trainer.split_record_,
+            input=summary.inputs.encoded,
+            input_version=summary.input_version,
+            vocab=summary.inputs.vocab,
+            vocab_version=summary.vocab_version,
+            resumed=bool(resumed),
+            seed=cfg.seed,
+        )
         if cfg.metrics_out:
-            write_json(cfg.metrics_out, metrics)
-        return metrics
+            write_result(cfg.metrics_out, result)
+        return result
 
 
 def _spawned_rank(cfg: TrainConfig, summary: InputSummary, result_path: str) -> None:
-    metrics = train_rank(cfg, summary)
-    if metrics is not None:
-        write_json(result_path, metrics)
+    result = train_rank(cfg, summary)
+    if result is not None:
+        write_result(result_path, result)
 
 
-def prepare(cfg: TrainConfig) -> InputSummary:
+def prepare(cfg: TrainConfig, inputs: TrainInputs) -> InputSummary:
     """Every check that can fail before training: data, vocabulary, memory budget, sharding constraints."""
-    summary = check_inputs(cfg)
+    summary = check_inputs(cfg, inputs)
     layout = make_run_layout(cfg, summary)
     check_memory_budget(layout, cfg.embedding_optimizer, cfg.max_embedding_bytes)
     sharding_constraints([t.name for t in layout.tables], cfg.sharding_types, cfg.device)
     return summary
 
 
-def run_training(cfg: TrainConfig) -> dict | None:
-    """Check inputs here, then train on ``cfg.world_size`` ranks; returns rank 0's metrics (None on other ranks)."""
-    summary = prepare(cfg)
+def run_training(cfg: TrainConfig, inputs: TrainInputs) -> TrainResult | OptEmbedResult | None:
+    """Check inputs here, then train on ``cfg.world_size`` ranks; returns rank 0's result (None on other ranks)."""
+    summary = prepare(cfg, inputs)
     if under_launcher():
         return train_rank(cfg, summary)
     if cfg.world_size == 1:
         saved = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")}
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+        os.environ.update(
+            RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port())
+        )
         try:
             return train_rank(cfg, summary)
         finally:
@@ -106,6 +120,6 @@ def run_training(cfg: TrainConfig) -> dict | None:
                 else:
                     os.environ[k] = v
     with tempfile.TemporaryDirectory() as tmp:
-        result = os.path.join(tmp, "metrics.json")
-        spawn(_spawned_rank, (cfg, summary, result), cfg.world_size)
-        return json.loads(Path(result).read_text())
+        path = os.path.join(tmp, "result.json")
+        spawn(_spawned_rank, (cfg, summary, path), cfg.world_size)
+        return read_result(path)

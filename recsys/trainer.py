@@ -7,17 +7,15 @@ Variant trainers (``recsys.optembed_train``) subclass :class:`CTRTrainer` and ov
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-import os
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
+from torchrec.optim.optimizers import in_backward_optimizer_filter
 from tqdm import tqdm
 
 from core.encoding import hash_column
@@ -40,6 +38,7 @@ from recsys.export import save_exported
 from recsys.metrics import auc_logloss
 from recsys.modules.ctr import build_model
 from recsys.modules.layouts import EmbeddingLayout, make_layout
+from recsys.results import EvalResult, SplitRecord
 
 log = logging.getLogger(__name__)
 
@@ -48,38 +47,55 @@ def make_run_layout(cfg: TrainConfig, summary: InputSummary) -> EmbeddingLayout:
     return make_layout(cfg.layout, list(summary.spec.sparse), summary.vocab_sizes, cfg.embedding_dim, cfg.seed)
 
 
-def load_rank_data(cfg: TrainConfig, summary: InputSummary, layout: EmbeddingLayout, rank: int,
-                   world_size: int) -> tuple[dict[str, EncodedRows], dict]:
+def load_rank_data(
+    cfg: TrainConfig, summary: InputSummary, layout: EmbeddingLayout, rank: int, world_size: int
+) -> tuple[dict[str, EncodedRows], SplitRecord]:
     """This rank's share of the encoded table, split into train/valid/test and mapped through ``layout``.
 
     Returns:
-        ({split: rows}, split record with the kind, fractions and time cutoffs if any).
+        ({split: rows}, the split record: kind, fractions, seed or time cutoffs).
     """
     spec = summary.spec
-    src = DeltaSource(cfg.input, what="input")
+    src = DeltaSource(summary.inputs.encoded, what="input")
     cols = [spec.label_col, *spec.dense, *spec.sparse] + ([] if spec.id_col == ROW_INDEX else [spec.id_col])
     if layout.uses_hash:
         cols += [hash_column(f) for f in spec.sparse]
-    time_col = cfg.split.time_col if cfg.split.kind == "time" else None
+    time_col = summary.inputs.time_col if cfg.split.kind == "time" else None
     if time_col:
         cols.append(time_col)
-    blocks = [block_from_arrow(t, spec, with_hash=layout.uses_hash, time_col=time_col)
-              for t in src.iter_tables(cols, rank, world_size, cfg.read_batch_rows,
-                                       row_index=ROW_INDEX if spec.id_col == ROW_INDEX else None)]
+    blocks = [
+        block_from_arrow(t, spec, with_hash=layout.uses_hash, time_col=time_col)
+        for t in src.iter_tables(
+            cols, rank, world_size, cfg.read_batch_rows, row_index=ROW_INDEX if spec.id_col == ROW_INDEX else None
+        )
+    ]
     raw = concat_blocks(blocks, spec)
     split = cfg.split
-    record: dict = {"kind": split.kind, "valid_fraction": split.valid_fraction, "test_fraction": split.test_fraction,
-                    "input_version": src.version}
+    common = dict(
+        kind=split.kind,
+        valid_fraction=split.valid_fraction,
+        test_fraction=split.test_fraction,
+        input_version=src.version,
+    )
     if split.kind == "random":
         code = random_split(raw.event_id, cfg.seed, split.valid_fraction, split.test_fraction)
-        record["seed"] = cfg.seed
+        record = SplitRecord(**common, seed=cfg.seed)
     else:
         all_ts = timestamps_us(src.read_column(time_col))
         valid_start, test_start = time_cutoffs(all_ts, split.valid_fraction, split.test_fraction)
         code = time_split(raw.ts, valid_start, test_start)
-        record.update(time_col=time_col, valid_start=_iso(valid_start), test_start=_iso(test_start))
+        record = SplitRecord(**common, time_col=time_col, valid_start=_iso(valid_start), test_start=_iso(test_start))
     data = {name: encode_rows(select_rows(raw, np.flatnonzero(code == i)), layout) for i, name in enumerate(SPLITS)}
     return data, record
+
+
+DENSE_OPTIMIZERS = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
+
+
+def keyed_optimizer(params: dict[str, torch.Tensor], name: str, lr: float) -> KeyedOptimizerWrapper:
+    """A TorchRec ``KeyedOptimizerWrapper`` of ``torch.optim.<name>`` over ``params`` (checkpointable by key)."""
+    cls = DENSE_OPTIMIZERS[name]
+    return KeyedOptimizerWrapper(params, lambda ps: cls(ps, lr=lr))
 
 
 def _iso(us: int) -> str:
@@ -106,18 +122,21 @@ class CTRTrainer:
         self.world_size = world_size
         self.device = device
 
-    def setup(self, data: dict[str, EncodedRows] | None = None, split_record: dict | None = None) -> "CTRTrainer":
+    def setup(
+        self, data: dict[str, EncodedRows] | None = None, split_record: SplitRecord | None = None
+    ) -> "CTRTrainer":
         cfg = self.cfg
         self.layout_ = self._make_layout()
         if data is None:
             data, split_record = load_rank_data(cfg, self.summary, self.layout_, self.rank, self.world_size)
-        self.data_, self.split_record_ = data, split_record or {}
+        self.data_, self.split_record_ = data, split_record
         plain = self._build_model("cpu", seed=cfg.seed)
         meta = self._build_model("meta")
         attach_embedding_optimizer(meta, cfg.embedding_optimizer, cfg.embedding_lr)
         constraints = sharding_constraints([t.name for t in self.layout_.tables], cfg.sharding_types, cfg.device)
-        self.model_, self.plan_ = shard_model(meta, world_size=self.world_size, device=self.device,
-                                              constraints=constraints, batch_size=cfg.batch_size)
+        self.model_, self.plan_ = shard_model(
+            meta, world_size=self.world_size, device=self.device, constraints=constraints, batch_size=cfg.batch_size
+        )
         load_full_state_dict(self.model_, self._initial_state(plain))
         del plain
         self.optimizer_ = self._optimizer()
@@ -139,14 +158,12 @@ class CTRTrainer:
     def _loss(self, logits: torch.Tensor, batch, loss_fn) -> torch.Tensor:
         return loss_fn(logits, batch.labels)
 
-    def _optimizer(self):
-        from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
-        from torchrec.optim.optimizers import in_backward_optimizer_filter
+    def _dense_params(self) -> dict[str, torch.Tensor]:
+        """The parameters the fused (in-backward) embedding optimizer does not update."""
+        return dict(in_backward_optimizer_filter(self.model_.named_parameters()))
 
-        cls = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}[self.cfg.dense_optimizer]
-        lr = self.cfg.dense_lr
-        self.dense_optimizer_ = KeyedOptimizerWrapper(
-            dict(in_backward_optimizer_filter(self.model_.named_parameters())), lambda params: cls(params, lr=lr))
+    def _optimizer(self):
+        self.dense_optimizer_ = keyed_optimizer(self._dense_params(), self.cfg.dense_optimizer, self.cfg.dense_lr)
         return CombinedOptimizer([self.model_.fused_optimizer, self.dense_optimizer_])
 
     # ------------------------------------------------------------------ training
@@ -154,8 +171,10 @@ class CTRTrainer:
         local = len(self.data_["train"]) // self.cfg.batch_size
         steps = int(_allreduce(local, dist.ReduceOp.MIN))
         if steps == 0:
-            raise InputError(f"a rank has fewer than batch_size={self.cfg.batch_size} training rows "
-                                 f"({len(self.data_['train'])} on rank {self.rank}); lower train.batch_size")
+            raise InputError(
+                f"a rank has fewer than batch_size={self.cfg.batch_size} training rows "
+                f"({len(self.data_['train'])} on rank {self.rank}); lower train.batch_size"
+            )
         return steps
 
     def train(self, max_steps: int | None = None) -> dict:
@@ -169,10 +188,17 @@ class CTRTrainer:
         examples, seconds = 0, 0.0
         p = self.progress_
         while p["epoch"] < cfg.epochs and (max_steps is None or p["global_step"] < max_steps):
-            batches = batch_indices(len(self.data_["train"]), cfg.batch_size, seed=cfg.seed, epoch=p["epoch"],
-                                    rank=self.rank)[:steps]
-            bar = tqdm(total=steps, initial=p["step_in_epoch"], desc=f"epoch {p['epoch']}", unit="batch",
-                       disable=not (cfg.progress and self.rank == 0), leave=False)
+            batches = batch_indices(
+                len(self.data_["train"]), cfg.batch_size, seed=cfg.seed, epoch=p["epoch"], rank=self.rank
+            )[:steps]
+            bar = tqdm(
+                total=steps,
+                initial=p["step_in_epoch"],
+                desc=f"epoch {p['epoch']}",
+                unit="batch",
+                disable=not (cfg.progress and self.rank == 0),
+                leave=False,
+            )
             start = time.perf_counter()
             while p["step_in_epoch"] < steps and (max_steps is None or p["global_step"] < max_steps):
                 batch = make_batch(self.data_["train"], batches[p["step_in_epoch"]]).to(self.device)
@@ -198,8 +224,12 @@ class CTRTrainer:
             if p["step_in_epoch"] >= steps:
                 p["epoch"] += 1
                 p["step_in_epoch"] = 0
-        return {"losses": losses, "examples": examples, "seconds": seconds,
-                "examples_per_second": examples / seconds if seconds > 0 else None}
+        return {
+            "losses": losses,
+            "examples": examples,
+            "seconds": seconds,
+            "examples_per_second": examples / seconds if seconds > 0 else None,
+        }
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -230,12 +260,13 @@ class CTRTrainer:
             return None
         return tuple(np.concatenate([g[k] for g in gathered]) for k in range(3))
 
-    def evaluate(self, split: str) -> dict | None:
+    def evaluate(self, split: str) -> EvalResult | None:
+        """AUC and logloss of ``split`` on rank 0 (None on the other ranks; collective)."""
         out = self.predict_split(split)
         if out is None:
             return None
         probs, labels, ids = out
-        return {**auc_logloss(labels, probs), "rows": int(len(labels))}
+        return EvalResult(**auc_logloss(labels, probs), rows=int(len(labels)))
 
     # ------------------------------------------------------------------ persistence
     def save(self) -> str:
@@ -275,14 +306,3 @@ def oracle_auc(path: str, event_ids: np.ndarray, labels: np.ndarray) -> float | 
     if not found.all():
         log.warning("oracle lacks %d of %d test rows", int((~found).sum()), len(event_ids))
     return auc_logloss(labels[found], p[order][pos][found])["auc"]
-
-
-def write_json(path: str, obj: dict) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-    os.replace(tmp, path)
-
-

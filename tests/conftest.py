@@ -13,6 +13,30 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", "build"}
+
+
+def repo_files() -> dict[str, tuple[int, int]]:
+    """(mtime_ns, size) of every file in the checkout, except caches, the venv and git's own files."""
+    out = {}
+    for root, dirs, files in os.walk(REPO):
+        dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.endswith(".egg-info")]
+        for name in files:
+            st = os.stat(os.path.join(root, name))
+            out[os.path.relpath(os.path.join(root, name), REPO)] = (st.st_mtime_ns, st.st_size)
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repo_stays_untouched():
+    """Tests write only inside their tmp dirs: no MLflow store, Delta table or checkpoint lands in the checkout."""
+    before = repo_files()
+    yield
+    after = repo_files()
+    changed = sorted(k for k in after.keys() | before.keys() if before.get(k) != after.get(k))
+    assert not changed, f"tests wrote into the checkout: {changed[:20]}"
+
+
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     """A local[2] SparkSession with Delta, UI off, few shuffle partitions; kept for the run."""
@@ -20,8 +44,13 @@ def spark(tmp_path_factory):
     from embeddings.spark import build_spark
 
     os.environ["EMBEDDINGS_KEEP_SPARK"] = "1"  # jobs called in-process must not stop the shared session
-    cfg = SparkConfig(master="local[2]", shuffle_partitions=2, ui_enabled=False, driver_memory="2g",
-                      checkpoint_dir=str(tmp_path_factory.mktemp("checkpoints")))
+    cfg = SparkConfig(
+        master="local[2]",
+        shuffle_partitions=2,
+        ui_enabled=False,
+        driver_memory="2g",
+        checkpoint_dir=str(tmp_path_factory.mktemp("checkpoints")),
+    )
     session = build_spark(cfg)
     yield session
     session.stop()
@@ -31,9 +60,14 @@ def spark(tmp_path_factory):
 def job_args(tmp_path):
     """Common flags that point a job's Spark, MLflow and checkpoints at this test's tmp dir."""
     return [
-        "--master", "local[2]",
-        "--set", "spark.shuffle_partitions=2",
-        "--set", f"spark.checkpoint_dir={tmp_path / 'checkpoints'}",
-        "--set", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
-        "--set", f"quality.output={tmp_path / 'quality'}",
+        "--master",
+        "local[2]",
+        "--set",
+        "spark.shuffle_partitions=2",
+        "--set",
+        f"spark.checkpoint_dir={tmp_path / 'checkpoints'}",
+        "--set",
+        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        "--set",
+        f"quality.output={tmp_path / 'quality'}",
     ]

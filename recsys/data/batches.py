@@ -70,9 +70,10 @@ def make_batch(data: EncodedRows, idx: np.ndarray) -> Batch:
     return Batch(torch.from_numpy(data.dense[idx]), kjt, torch.from_numpy(data.label[idx]), data.event_id[idx])
 
 
-def batch_indices(n: int, batch_size: int, *, seed: int | None, epoch: int = 0, rank: int = 0,
-                  drop_last: bool = True) -> list[np.ndarray]:
+def batch_indices(
+    n: int, batch_size: int, *, seed: int | None, epoch: int = 0, rank: int = 0, drop_last: bool = True
+) -> list[np.ndarray]:
     """Row indices of each batch: a permutation from (seed, epoch, rank) (``seed=None``: in order)."""
     order = np.arange(n) if seed is None else np.random.default_rng([seed, epoch, rank]).permutation(n)
     stop = (n // batch_size) * batch_size if drop_last else n
-    return [order[i:i + batch_size] for i in range(0, stop, batch_size)]
+    return [order[i : i + batch_size] for i in range(0, stop, batch_size)]

@@ -48,17 +48,34 @@ class FeatureSpec:
         return 2 * len(self.dense)
 
     def to_dict(self) -> dict:
-        return {"dense": list(self.dense), "sparse": list(self.sparse), "multi_valued": sorted(self.multi_valued),
-                "label_col": self.label_col, "id_col": self.id_col}
+        return {
+            "dense": list(self.dense),
+            "sparse": list(self.sparse),
+            "multi_valued": sorted(self.multi_valued),
+            "label_col": self.label_col,
+            "id_col": self.id_col,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> "FeatureSpec":
-        return cls(dense=tuple(d["dense"]), sparse=tuple(d["sparse"]), multi_valued=frozenset(d["multi_valued"]),
-                    label_col=d["label_col"], id_col=d["id_col"])
+        return cls(
+            dense=tuple(d["dense"]),
+            sparse=tuple(d["sparse"]),
+            multi_valued=frozenset(d["multi_valued"]),
+            label_col=d["label_col"],
+            id_col=d["id_col"],
+        )
 
 
-def resolve_feature_spec(schema: pa.Schema, *, dense: list[str] | None, sparse: list[str] | None,
-                         label_col: str, id_col: str, what: str = "input") -> FeatureSpec:
+def resolve_feature_spec(
+    schema: pa.Schema,
+    *,
+    dense: list[str] | None,
+    sparse: list[str] | None,
+    label_col: str,
+    id_col: str,
+    what: str = "input",
+) -> FeatureSpec:
     """Pick the dense/sparse columns (config, or defaults: ``I<n>`` dense; ``C<n>`` and array<int> sparse).
 
     Raises:
@@ -72,8 +89,13 @@ def resolve_feature_spec(schema: pa.Schema, *, dense: list[str] | None, sparse: 
     if dense is None:
         dense = sorted((c for c in names if _DENSE_RE.match(c)), key=_natural_key)
     if sparse is None:
-        arrays = [c for c in names if not c.endswith(HASH_SUFFIX) and pa.types.is_list(schema.field(c).type)
-                  and pa.types.is_integer(schema.field(c).type.value_type)]
+        arrays = [
+            c
+            for c in names
+            if not c.endswith(HASH_SUFFIX)
+            and pa.types.is_list(schema.field(c).type)
+            and pa.types.is_integer(schema.field(c).type.value_type)
+        ]
         sparse = sorted((c for c in names if _SPARSE_RE.match(c)), key=_natural_key) + arrays
     for col in list(dense) + list(sparse):
         if col not in names:
@@ -93,8 +115,9 @@ def resolve_feature_spec(schema: pa.Schema, *, dense: list[str] | None, sparse: 
             raise InputError(f"{what}: sparse column '{col}' must hold integer vocabulary ids, got {t}")
     if not sparse:
         raise InputError(f"{what}: no sparse feature columns (C<n> or array<int>) found in {names}")
-    return FeatureSpec(dense=tuple(dense), sparse=tuple(sparse), multi_valued=frozenset(multi),
-                       label_col=label_col, id_col=id_col)
+    return FeatureSpec(
+        dense=tuple(dense), sparse=tuple(sparse), multi_valued=frozenset(multi), label_col=label_col, id_col=id_col
+    )
 
 
 def dense_transform(raw: np.ndarray) -> np.ndarray:
@@ -129,11 +152,11 @@ class Jagged:
 class RawBlock:
     """Rows of the encoded table as numpy arrays (before the embedding layout maps ids to table rows)."""
 
-    event_id: np.ndarray                      # (N,) int64
-    label: np.ndarray                         # (N,) float32
-    dense: np.ndarray                         # (N, 2n) float32, see dense_transform
+    event_id: np.ndarray  # (N,) int64
+    label: np.ndarray  # (N,) float32
+    dense: np.ndarray  # (N, 2n) float32, see dense_transform
     sparse: dict[str, Jagged] = field(default_factory=dict)
-    ts: np.ndarray | None = None              # (N,) int64 microseconds, if read
+    ts: np.ndarray | None = None  # (N,) int64 microseconds, if read
 
     def __len__(self) -> int:
         return len(self.event_id)
@@ -179,8 +202,10 @@ def block_from_arrow(table: pa.Table, spec: FeatureSpec, *, with_hash: bool, tim
     """Convert an Arrow table of encoded rows into a :class:`RawBlock` (dense transformed, sparse as CSR)."""
     n = table.num_rows
     if spec.dense:
-        raw = np.stack([_column(table, c).cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
-                        for c in spec.dense], axis=1)
+        raw = np.stack(
+            [_column(table, c).cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False) for c in spec.dense],
+            axis=1,
+        )
     else:
         raw = np.zeros((n, 0))
     label = _column(table, spec.label_col).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.float32)
@@ -223,8 +248,12 @@ def concat_jagged(parts: list[Jagged]) -> Jagged:
 def concat_blocks(blocks: list[RawBlock], spec: FeatureSpec) -> RawBlock:
     """Concatenate raw blocks row-wise (an empty list gives an empty block)."""
     if not blocks:
-        return RawBlock(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, spec.num_dense_inputs), np.float32),
-                        {f: Jagged(np.zeros(1, np.int64), np.zeros(0, np.int64), None) for f in spec.sparse})
+        return RawBlock(
+            np.zeros(0, np.int64),
+            np.zeros(0, np.float32),
+            np.zeros((0, spec.num_dense_inputs), np.float32),
+            {f: Jagged(np.zeros(1, np.int64), np.zeros(0, np.int64), None) for f in spec.sparse},
+        )
     ts = None if blocks[0].ts is None else np.concatenate([b.ts for b in blocks])
     return RawBlock(
         event_id=np.concatenate([b.event_id for b in blocks]),
@@ -244,5 +273,6 @@ def select_rows(block: RawBlock, rows: np.ndarray) -> RawBlock:
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         sparse[f] = Jagged(offsets, ids, hashes)
-    return RawBlock(block.event_id[rows], block.label[rows], block.dense[rows], sparse,
-                    None if block.ts is None else block.ts[rows])
+    return RawBlock(
+        block.event_id[rows], block.label[rows], block.dense[rows], sparse, None if block.ts is None else block.ts[rows]
+    )

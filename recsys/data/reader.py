@@ -28,7 +28,7 @@ class RowGroup:
 
 
 def _local(uri: str) -> str:
-    return uri[len("file://"):] if uri.startswith("file://") else uri
+    return uri[len("file://") :] if uri.startswith("file://") else uri
 
 
 class DeltaSource:
@@ -50,8 +50,10 @@ class DeltaSource:
             raise InputError(f"{what}: no Delta table at {path!r} ({exc})") from None
         self.version = table.version()
         if table.metadata().partition_columns:
-            raise InputError(f"{what}: partitioned Delta tables are not supported ({path!r} is partitioned by "
-                                 f"{table.metadata().partition_columns})")
+            raise InputError(
+                f"{what}: partitioned Delta tables are not supported ({path!r} is partitioned by "
+                f"{table.metadata().partition_columns})"
+            )
         self.files = _ordered_files(table, order_by)
         self.row_groups: list[RowGroup] = []
         self.schema: pa.Schema | None = None
@@ -67,8 +69,14 @@ class DeltaSource:
     def num_rows(self) -> int:
         return sum(g.num_rows for g in self.row_groups)
 
-    def iter_tables(self, columns: list[str], rank: int = 0, world_size: int = 1,
-                    batch_rows: int = 65_536, row_index: str | None = None) -> Iterator[pa.Table]:
+    def iter_tables(
+        self,
+        columns: list[str],
+        rank: int = 0,
+        world_size: int = 1,
+        batch_rows: int = 65_536,
+        row_index: str | None = None,
+    ) -> Iterator[pa.Table]:
         """Stream this rank's share of rows as Arrow tables of at most ``batch_rows`` rows (in table order).
 
         ``row_index``: also add an int64 column of that name holding each row's global position.

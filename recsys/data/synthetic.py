@@ -8,8 +8,9 @@ from recsys.data.batches import EncodedRows
 from recsys.modules.layouts import EmbeddingLayout
 
 
-def random_rows(layout: EmbeddingLayout, num_rows: int, num_dense: int, *, seed: int,
-                max_bag: int = 1, zipf: float = 1.1) -> EncodedRows:
+def random_rows(
+    layout: EmbeddingLayout, num_rows: int, num_dense: int, *, seed: int, max_bag: int = 1, zipf: float = 1.1
+) -> EncodedRows:
     """``num_rows`` rows with Zipf-distributed table rows per key (bags of 1..max_bag) and random labels.
 
     Returns:

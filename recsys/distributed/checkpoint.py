@@ -18,15 +18,17 @@ import torch.distributed.checkpoint as dcp
 PROGRESS_KEYS = ("epoch", "step_in_epoch", "global_step")
 
 
-def save_checkpoint(directory: str, model: torch.nn.Module, optimizer, progress: dict[str, int],
-                    keep: int = 2) -> str:
+def save_checkpoint(directory: str, model: torch.nn.Module, optimizer, progress: dict[str, int], keep: int = 2) -> str:
     """Save a sharded checkpoint of ``model`` + ``optimizer`` + ``progress``; returns its folder (collective).
 
     Rank 0 then deletes all but the ``keep`` newest ``step_*`` folders.
     """
     path = Path(directory) / f"step_{progress['global_step']}"
-    state = {"model": model.state_dict(), "optim": optimizer.state_dict(),
-             "progress": torch.tensor([progress[k] for k in PROGRESS_KEYS], dtype=torch.int64)}
+    state = {
+        "model": model.state_dict(),
+        "optim": optimizer.state_dict(),
+        "progress": torch.tensor([progress[k] for k in PROGRESS_KEYS], dtype=torch.int64),
+    }
     dcp.save(state, checkpoint_id=str(path))
     dist.barrier()
     if dist.get_rank() == 0:
@@ -47,8 +49,11 @@ def latest_checkpoint(directory: str) -> str | None:
 
 def load_checkpoint(path: str, model: torch.nn.Module, optimizer) -> dict[str, int]:
     """Load a checkpoint written by :func:`save_checkpoint` into ``model``/``optimizer`` in place (collective)."""
-    state = {"model": model.state_dict(), "optim": optimizer.state_dict(),
-             "progress": torch.zeros(len(PROGRESS_KEYS), dtype=torch.int64)}
+    state = {
+        "model": model.state_dict(),
+        "optim": optimizer.state_dict(),
+        "progress": torch.zeros(len(PROGRESS_KEYS), dtype=torch.int64),
+    }
     dcp.load(state, checkpoint_id=path)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optim"])

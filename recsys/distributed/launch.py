@@ -47,8 +47,14 @@ def process_group(backend: str, device: str):
 
 
 def _spawned(rank: int, world: int, port: int, fn: Callable, args: tuple) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     fn(*args)
 
 
@@ -57,5 +63,4 @@ def spawn(fn: Callable, args: tuple, world_size: int) -> None:
     import torch.multiprocessing as mp
 
     port = free_port()
-    mp.start_processes(_spawned, args=(world_size, port, fn, args), nprocs=world_size, join=True,
-                       start_method="spawn")
+    mp.start_processes(_spawned, args=(world_size, port, fn, args), nprocs=world_size, join=True, start_method="spawn")

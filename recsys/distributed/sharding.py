@@ -13,6 +13,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
+from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
+from torchrec.distributed.planner.types import ParameterConstraints
+from torchrec.optim import RowWiseAdagrad
+from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
 from core.errors import ConfigError
 
@@ -23,16 +29,16 @@ CPU_SHARDING_TYPES = ("data_parallel", "table_wise", "column_wise", "table_colum
 
 def embedding_optimizer_class(name: str):
     """The in-backward (fused) optimizer class for the tables."""
-    from torchrec.optim import RowWiseAdagrad
-
-    return {"rowwise_adagrad": RowWiseAdagrad, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD,
-            "adam": torch.optim.Adam}[name]
+    return {
+        "rowwise_adagrad": RowWiseAdagrad,
+        "adagrad": torch.optim.Adagrad,
+        "sgd": torch.optim.SGD,
+        "adam": torch.optim.Adam,
+    }[name]
 
 
 def attach_embedding_optimizer(model: nn.Module, name: str, lr: float) -> None:
     """Fuse the tables' optimizer into the backward pass (applied by FBGEMM inside the sharded kernels)."""
-    from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
-
     kwargs = {"lr": lr}
     if name == "adagrad":
         kwargs["eps"] = 1e-8
@@ -41,8 +47,6 @@ def attach_embedding_optimizer(model: nn.Module, name: str, lr: float) -> None:
 
 def sharding_constraints(table_names: list[str], allowed: dict[str, list[str]], device: str):
     """Planner constraints: ``allowed[table]`` or ``allowed['*']``; on CPU, types the backend lacks are errors."""
-    from torchrec.distributed.planner.types import ParameterConstraints
-
     unknown = set(allowed) - set(table_names) - {"*"}
     if unknown:
         raise ConfigError(f"train.sharding_types names unknown tables {sorted(unknown)} (tables: {table_names})")
@@ -54,23 +58,22 @@ def sharding_constraints(table_names: list[str], allowed: dict[str, list[str]], 
         if device == "cpu":
             bad = [t for t in types if t not in CPU_SHARDING_TYPES]
             if bad:
-                raise ConfigError(f"train.sharding_types['{name}']: {bad} not offered on CPU/gloo "
-                                  f"(offered: {list(CPU_SHARDING_TYPES)})")
+                raise ConfigError(
+                    f"train.sharding_types['{name}']: {bad} not offered on CPU/gloo "
+                    f"(offered: {list(CPU_SHARDING_TYPES)})"
+                )
         out[name] = ParameterConstraints(sharding_types=list(types))
     return out
 
 
-def shard_model(model: nn.Module, *, world_size: int, device: torch.device, constraints: dict,
-                batch_size: int) -> tuple[nn.Module, object]:
+def shard_model(
+    model: nn.Module, *, world_size: int, device: torch.device, constraints: dict, batch_size: int
+) -> tuple[nn.Module, object]:
     """Plan the tables over ``world_size`` ranks and wrap ``model`` (built on ``meta``) in DistributedModelParallel.
 
     Returns:
         (the DMP model, its ``ShardingPlan``). Every rank computes the same plan (``collective_plan``).
     """
-    from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
-    from torchrec.distributed.model_parallel import DistributedModelParallel
-    from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
-
     compute = "cuda" if device.type == "cuda" else "cpu"
     topology = Topology(world_size=world_size, compute_device=compute)
     sharders = [EmbeddingBagCollectionSharder()]
@@ -85,8 +88,11 @@ def plan_summary(plan) -> dict[str, dict]:
     out = {}
     for module_plan in plan.plan.values():
         for table, ps in module_plan.items():
-            out[table] = {"sharding_type": ps.sharding_type, "compute_kernel": ps.compute_kernel,
-                          "ranks": list(ps.ranks or [])}
+            out[table] = {
+                "sharding_type": ps.sharding_type,
+                "compute_kernel": ps.compute_kernel,
+                "ranks": list(ps.ranks or []),
+            }
     return out
 
 

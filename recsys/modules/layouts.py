@@ -100,28 +100,44 @@ class EmbeddingLayout:
     def embedding_bytes(self, optimizer: str = "rowwise_adagrad") -> dict[str, int]:
         """fp32 bytes of the weights and of the embedding optimizer's state."""
         weights = 4 * self.embedding_params()
-        state = 4 * sum(t.num_embeddings * _STATE_PER_ROW.get(optimizer, 0)
-                        + t.num_embeddings * t.embedding_dim * _STATE_PER_WEIGHT.get(optimizer, 0) for t in self.tables)
+        state = 4 * sum(
+            t.num_embeddings * _STATE_PER_ROW.get(optimizer, 0)
+            + t.num_embeddings * t.embedding_dim * _STATE_PER_WEIGHT.get(optimizer, 0)
+            for t in self.tables
+        )
         return {"weights": weights, "optimizer_state": state, "total": weights + state}
 
     def table_configs(self, pooling: str = "SUM"):
         """TorchRec ``EmbeddingBagConfig``s of the tables (the one place that makes them)."""
         from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 
-        return [EmbeddingBagConfig(name=t.name, num_embeddings=t.num_embeddings, embedding_dim=t.embedding_dim,
-                                   feature_names=list(t.feature_names), pooling=PoolingType[pooling])
-                for t in self.tables]
+        return [
+            EmbeddingBagConfig(
+                name=t.name,
+                num_embeddings=t.num_embeddings,
+                embedding_dim=t.embedding_dim,
+                feature_names=list(t.feature_names),
+                pooling=PoolingType[pooling],
+            )
+            for t in self.tables
+        ]
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "EmbeddingLayout":
-        return cls(kind=d["kind"], embedding_dim=d["embedding_dim"],
-                   tables=tuple(TableSpec(t["name"], t["num_embeddings"], t["embedding_dim"], tuple(t["feature_names"]))
-                                for t in d["tables"]),
-                   keys=tuple(d["keys"]), sources=tuple(KeySource(**s) for s in d["sources"]),
-                   groups=tuple((f, tuple(k)) for f, k in d["groups"]))
+        return cls(
+            kind=d["kind"],
+            embedding_dim=d["embedding_dim"],
+            tables=tuple(
+                TableSpec(t["name"], t["num_embeddings"], t["embedding_dim"], tuple(t["feature_names"]))
+                for t in d["tables"]
+            ),
+            keys=tuple(d["keys"]),
+            sources=tuple(KeySource(**s) for s in d["sources"]),
+            groups=tuple((f, tuple(k)) for f, k in d["groups"]),
+        )
 
 
 def split_rows(total_rows: int, sizes: dict[str, int], min_rows: int) -> dict[str, int]:
@@ -130,7 +146,9 @@ def split_rows(total_rows: int, sizes: dict[str, int], min_rows: int) -> dict[st
     return {f: max(min_rows, int(total_rows * s // denom)) for f, s in sizes.items()}
 
 
-def make_layout(cfg, features: list[str], vocab_sizes: dict[str, int], embedding_dim: int, seed: int) -> EmbeddingLayout:
+def make_layout(
+    cfg, features: list[str], vocab_sizes: dict[str, int], embedding_dim: int, seed: int
+) -> EmbeddingLayout:
     """Build the layout of ``cfg`` (a ``train.layout`` config) for ``features`` in order.
 
     Args:
@@ -149,7 +167,6 @@ def make_layout(cfg, features: list[str], vocab_sizes: dict[str, int], embedding
     if cfg.kind == "unified":
         unknown = set(cfg.chunks) - set(features)
         if unknown:
-
             raise ConfigError(f"train.layout.chunks names features that are not sparse features: {sorted(unknown)}")
         keys, sources, groups = [], [], []
         for f in features:

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from recsys.modules.ctr import CTRModel, pairwise_dots, seeded_build
+from recsys.modules.ctr import CTRModel, seeded_build
 from recsys.modules.layouts import EmbeddingLayout, KeySource, TableSpec
-from recsys.optembed import BinaryStep, prefix_masks, row_norms
+from recsys.optembed import prefix_masks, prune_remap, row_mask, sample_dim_masks, threshold_penalty
 
 
 @dataclass(frozen=True)
@@ -62,15 +62,17 @@ class PrunedLayout(EmbeddingLayout):
     @classmethod
     def from_dict(cls, d: dict) -> "PrunedLayout":
         base = EmbeddingLayout.from_dict(d)
-        return cls(**{f: getattr(base, f) for f in ("kind", "embedding_dim", "tables", "keys", "sources", "groups")},
-                   remaps=tuple(np.asarray(r, np.int64) for r in d["remaps"]), oov_rows=tuple(d["oov_rows"]))
+        return cls(
+            **{f: getattr(base, f) for f in ("kind", "embedding_dim", "tables", "keys", "sources", "groups")},
+            remaps=tuple(np.asarray(r, np.int64) for r in d["remaps"]),
+            oov_rows=tuple(d["oov_rows"]),
+        )
 
     @classmethod
-    def from_masks(cls, layout: EmbeddingLayout, keeps: list[np.ndarray], widths: list[int],
-                   oov_id: int = 1) -> "PrunedLayout":
+    def from_masks(
+        cls, layout: EmbeddingLayout, keeps: list[np.ndarray], widths: list[int], oov_id: int = 1
+    ) -> "PrunedLayout":
         """Compact ``layout`` (per-feature tables) to the rows in ``keeps`` (K x (N_k,) bool) and ``widths``."""
-        from recsys.optembed import prune_remap
-
         tables, sources, remaps, oovs = [], [], [], []
         for t, src, keep, w in zip(layout.tables, layout.sources, keeps, widths):
             remap = prune_remap(keep, oov_id=oov_id)
@@ -79,8 +81,16 @@ class PrunedLayout(EmbeddingLayout):
             sources.append(KeySource(src.feature, src.table, src.num_rows, src.salt))
             remaps.append(remap)
             oovs.append(int(remap[oov_id]))
-        return cls(layout.kind, layout.embedding_dim, tuple(tables), layout.keys, tuple(sources), layout.groups,
-                   remaps=tuple(remaps), oov_rows=tuple(oovs))
+        return cls(
+            layout.kind,
+            layout.embedding_dim,
+            tuple(tables),
+            layout.keys,
+            tuple(sources),
+            layout.groups,
+            remaps=tuple(remaps),
+            oov_rows=tuple(oovs),
+        )
 
 
 class OptEmbedCTRModel(CTRModel):
@@ -96,8 +106,16 @@ class OptEmbedCTRModel(CTRModel):
         dense (B, 2n), sparse KJT -> logits (B,).
     """
 
-    def __init__(self, *, supernet: bool, prune_keys: list[bool], row_pruning: bool = True, dim_search: bool = True,
-                 table_widths: list[int] | None = None, **ctr_args):
+    def __init__(
+        self,
+        *,
+        supernet: bool,
+        prune_keys: list[bool],
+        row_pruning: bool = True,
+        dim_search: bool = True,
+        table_widths: list[int] | None = None,
+        **ctr_args,
+    ):
         super().__init__(**ctr_args)
         self.embedding_dim = ctr_args["embedding_dim"]
         self.supernet = supernet
@@ -108,13 +126,12 @@ class OptEmbedCTRModel(CTRModel):
         if supernet:
             # frozen without row pruning, so DDP never waits for a gradient that cannot come
             self.thresholds = nn.Parameter(torch.zeros(len(self.keys)), requires_grad=self.row_pruning)
-        self.eval_widths: torch.Tensor | None = None   # (K,) set by the search
+        self.eval_widths: torch.Tensor | None = None  # (K,) set by the search
         self.generator: torch.Generator | None = None  # seeded per rank by the trainer
 
-    def masked_embeddings(self, sparse) -> list[torch.Tensor]:
+    def pooled(self, sparse) -> list[torch.Tensor]:
         """K x (B, D) pooled vectors after padding, row masks and dimension masks."""
-        pooled = self.ebc(sparse).to_dict()
-        emb = [pooled[k] for k in self.keys]
+        emb = super().pooled(sparse)
         dim = self.embedding_dim
         if self.table_widths is not None:
             emb = [nn.functional.pad(e, (0, dim - e.shape[1])) if e.shape[1] < dim else e for e in emb]
@@ -122,42 +139,36 @@ class OptEmbedCTRModel(CTRModel):
             ids = sparse.to_dict()
             for i, k in enumerate(self.keys):
                 if self.prune_keys[i]:
-                    m = BinaryStep.apply(row_norms(emb[i]) - self.thresholds[i])          # (B,)
-                    m = torch.where(ids[k].values() <= 1, torch.ones_like(m), m)       # missing/OOV rows stay
+                    m = row_mask(emb[i], self.thresholds[i])  # (B,)
+                    m = torch.where(ids[k].values() <= 1, torch.ones_like(m), m)  # missing/OOV rows stay
                     emb[i] = emb[i] * m.unsqueeze(1)
         if self.dim_search:
             if self.training:
-                b = emb[0].shape[0]
-                widths = torch.randint(1, dim + 1, (b, len(emb)), generator=self.generator)
-                masks = prefix_masks(widths, dim).to(emb[0].device)                      # (B, K, D)
+                masks = sample_dim_masks(emb[0].shape[0], len(emb), dim, self.generator).to(emb[0].device)  # (B, K, D)
                 emb = [e * masks[:, i] for i, e in enumerate(emb)]
             elif self.eval_widths is not None:
-                masks = prefix_masks(self.eval_widths, dim).to(emb[0].device)            # (K, D)
+                masks = prefix_masks(self.eval_widths, dim).to(emb[0].device)  # (K, D)
                 emb = [e * masks[i] for i, e in enumerate(emb)]
         return emb
-
-    def forward(self, dense: torch.Tensor, sparse) -> torch.Tensor:
-        d = self.dense_arch(dense)                                   # (B, H)
-        emb = self.masked_embeddings(sparse)                         # K x (B, D)
-        if self.interaction == "dlrm":
-            vecs = torch.stack([d] + emb, dim=1)                     # (B, K+1, D)
-            x = torch.cat([d, pairwise_dots(vecs)], dim=1)
-        else:
-            x = self.cross(torch.cat([d] + emb, dim=1))              # (B, H + K*D)
-        return self.head(self.over_arch(x)).squeeze(-1)              # (B,)
 
     def penalty(self, alpha: float) -> torch.Tensor:
         """``alpha * sum exp(-t_k)`` over the prunable keys (0 without row pruning)."""
         if not self.row_pruning or not any(self.prune_keys):
             return torch.zeros(())
-        from recsys.optembed import threshold_penalty
-
         idx = torch.tensor([i for i, p in enumerate(self.prune_keys) if p])
         return threshold_penalty(self.thresholds[idx], alpha)
 
 
-def build_optembed_model(cfg, layout: EmbeddingLayout, num_dense_inputs: int, device="cpu", seed: int | None = None,
-                         *, supernet: bool, prune_keys: list[bool] | None = None) -> OptEmbedCTRModel:
+def build_optembed_model(
+    cfg,
+    layout: EmbeddingLayout,
+    num_dense_inputs: int,
+    device="cpu",
+    seed: int | None = None,
+    *,
+    supernet: bool,
+    prune_keys: list[bool] | None = None,
+) -> OptEmbedCTRModel:
     """The OptEmbed CTR model of ``cfg`` (a ``TrainConfig``) for ``layout``; seeded like ``build_model``.
 
     The dense layers are drawn after the tables from the same seed, so a supernet and its
@@ -165,6 +176,16 @@ def build_optembed_model(cfg, layout: EmbeddingLayout, num_dense_inputs: int, de
     """
     oe = cfg.optembed
     widths = [t.embedding_dim for t in layout.tables] if isinstance(layout, PrunedLayout) else None
-    return seeded_build(OptEmbedCTRModel, cfg, layout, num_dense_inputs, device, seed, supernet=supernet,
-                         prune_keys=prune_keys or [False] * len(layout.keys), row_pruning=oe.row_pruning,
-                         dim_search=oe.dim_search, table_widths=widths)
+    return seeded_build(
+        OptEmbedCTRModel,
+        cfg,
+        layout,
+        num_dense_inputs,
+        device,
+        seed,
+        supernet=supernet,
+        prune_keys=prune_keys or [False] * len(layout.keys),
+        row_pruning=oe.row_pruning,
+        dim_search=oe.dim_search,
+        table_widths=widths,
+    )

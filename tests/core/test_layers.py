@@ -16,15 +16,18 @@ PACKAGES = ("core", "embeddings", "recsys")
 
 def modules_of(package: str) -> list[str]:
     root = REPO / package
-    return sorted(".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
-                  for p in root.rglob("*.py"))
+    return sorted(
+        ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__") for p in root.rglob("*.py")
+    )
 
 
 def imported_top_levels(modules: list[str]) -> set[str]:
     """Import ``modules`` in a fresh interpreter; the top-level packages it then holds."""
-    code = ("import importlib, json, sys\n"
-            f"for m in {modules!r}: importlib.import_module(m)\n"
-            "print(json.dumps(sorted({n.split('.')[0] for n in sys.modules})))")
+    code = (
+        "import importlib, json, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "print(json.dumps(sorted({n.split('.')[0] for n in sys.modules})))"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return set(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -90,7 +93,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         stack.pop()
@@ -107,12 +110,14 @@ def test_the_import_graph_has_no_cycles():
     assert find_cycle(import_graph()) is None
 
 
-@pytest.mark.parametrize("side, other", [("embeddings", "recsys"), ("recsys", "embeddings"), ("core", "embeddings"),
-                                         ("core", "recsys")])
+@pytest.mark.parametrize(
+    "side, other", [("embeddings", "recsys"), ("recsys", "embeddings"), ("core", "embeddings"), ("core", "recsys")]
+)
 def test_no_module_of_one_side_names_the_other_anywhere(side, other):
     graph = import_graph()
-    offenders = {m: sorted(t for t in ts if t.split(".")[0] == other) for m, ts in graph.items()
-                 if m.split(".")[0] == side}
+    offenders = {
+        m: sorted(t for t in ts if t.split(".")[0] == other) for m, ts in graph.items() if m.split(".")[0] == side
+    }
     assert {m: ts for m, ts in offenders.items() if ts} == {}
 
 

@@ -1,5 +1,6 @@
 """The Airflow DAG: parses with no import errors, and a real `airflow dags test` runs it end to end."""
 
+import json
 import os
 import subprocess
 import sys
@@ -15,21 +16,21 @@ BIN = Path(sys.executable).parent
 def airflow_env(tmp_path):
     """An isolated Airflow home (sqlite metadata DB) whose dags folder is the project's dags/."""
     data = tmp_path / "data"
+    # Every path of conf/local.yaml is under tables.root: moving it moves the tables, MLflow, checkpoints and evidence.
     overrides = [
-        "--set", "synth.num_rows=2000", "--set", "synth.num_partitions=2",
-        "--set", "spark.shuffle_partitions=2", "--set", "train.epochs=1", "--set", "train.embedding_dim=4", "--set", f"spark.checkpoint_dir={data / 'ckpt'}",
-        "--set", f"mlflow.tracking_uri=sqlite:///{data / 'mlflow.db'}",
+        "--set",
+        f"tables.root={data}",
+        "--set",
+        "synth.num_rows=2000",
+        "--set",
+        "synth.num_partitions=2",
+        "--set",
+        "spark.shuffle_partitions=2",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.embedding_dim=4",
     ]
-    for key in ("synth.output", "vocab.input", "encode.input"):
-        overrides += ["--set", f"{key}={data / 'raw/clicks'}"]
-    for key in ("synth.edges_output", "fastrp.edges"):
-        overrides += ["--set", f"{key}={data / 'raw/edges'}"]
-    for key, path in {"synth.oracle_output": "raw/oracle", "train.oracle": "raw/oracle", "vocab.output": "vocab",
-                      "encode.vocab": "vocab", "encode.output": "encoded", "train.vocab": "vocab",
-                      "train.input": "encoded", "fastrp.output": "fastrp", "train.metrics_out": "ctr/metrics.json",
-                      "train.export_path": "ctr/model.pt", "train.checkpoint_dir": "ctr/ckpt",
-                      "score.output": "scores", "quality.output": "quality"}.items():
-        overrides += ["--set", f"{key}={data / path}"]
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(tmp_path / "airflow"),
@@ -48,9 +49,11 @@ def airflow_env(tmp_path):
 
 def test_dagbag_has_no_import_errors(airflow_env, monkeypatch):
     env, _ = airflow_env
-    code = ("from airflow.models.dagbag import DagBag; b = DagBag(include_examples=False); "
-            "assert not b.import_errors, b.import_errors; d = b.dags['embedding_refresh']; "
-            "print(sorted(t.task_id for t in d.tasks), d.catchup)")
+    code = (
+        "from airflow.models.dagbag import DagBag; b = DagBag(include_examples=False); "
+        "assert not b.import_errors, b.import_errors; d = b.dags['embedding_refresh']; "
+        "print(sorted(t.task_id for t in d.tasks), d.catchup)"
+    )
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "'build_vocab', 'encode', 'fastrp', 'make_synthetic', 'promote', 'score', 'train'] False" in done.stdout
@@ -62,8 +65,36 @@ def test_dag_runs_end_to_end_on_tiny_synthetic_data(airflow_env):
     airflow = str(BIN / "airflow")
     migrate = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=600)
     assert migrate.returncode == 0, migrate.stderr[-3000:]
-    done = subprocess.run([airflow, "dags", "test", "embedding_refresh", "2026-01-02"], env=env,
-                          capture_output=True, text=True, timeout=1500, cwd=REPO)
+    done = subprocess.run(
+        [airflow, "dags", "test", "embedding_refresh", "2026-01-02"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        cwd=REPO,
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
-    for table in ("raw/clicks", "vocab", "encoded", "fastrp", "scores"):
-        assert (data / table / "_delta_log").is_dir(), table
+    # then every table holds what its stage promised
+    from deltalake import DeltaTable
+    from mlflow import MlflowClient
+
+    rows = {
+        t: DeltaTable(str(data / t)).to_pyarrow_table()
+        for t in ("raw/clicks", "vocab", "encoded", "fastrp", "scores", "raw/edges")
+    }
+    assert rows["raw/clicks"].num_rows == rows["encoded"].num_rows == rows["scores"].num_rows == 2000
+    assert set(rows["vocab"].column("feature").to_pylist()) == {*(f"C{i}" for i in range(1, 9)), "tags"}
+    edges = rows["raw/edges"]
+    nodes = set(edges.column("src").to_pylist()) | set(edges.column("dst").to_pylist())
+    assert rows["fastrp"].num_rows == len(nodes)
+    probability = rows["scores"].column("probability").to_numpy()
+    assert ((probability > 0) & (probability < 1)).all()
+    # and the registry's champion is the version the score task used
+    client = MlflowClient(tracking_uri=f"sqlite:///{data / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias("ctr_model", "champion")
+    scored_with = json.loads(DeltaTable(str(data / "scores")).history(1)[0]["userMetadata"])["model"]
+    assert scored_with == f"models:/ctr_model/{champion.version}"
+    experiment = client.get_experiment_by_name("graph-rec-embeddings").experiment_id
+    stages = {r.data.tags.get("pipeline.stage"): r for r in client.search_runs([experiment])}
+    assert stages["fastrp"].data.metrics["quality.edges.success"] == 1.0  # the DAG's FastRP task is gated too
+    assert stages["fastrp"].data.metrics["quality.embeddings.success"] == 1.0

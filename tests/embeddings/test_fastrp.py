@@ -12,8 +12,17 @@ from embeddings import fastrp as fr
 
 
 def _params(**kw) -> fr.FastRPParams:
-    base = dict(dim=16, iteration_weights=(1.0, 1.0, 7.81, 45.28), normalization_strength=-0.628, self_influence=0.0,
-                sparsity=3.0, variant="paper", standardize=True, seed=7, directed=False)
+    base = dict(
+        dim=16,
+        iteration_weights=(1.0, 1.0, 7.81, 45.28),
+        normalization_strength=-0.628,
+        self_influence=0.0,
+        sparsity=3.0,
+        variant="paper",
+        standardize=True,
+        seed=7,
+        directed=False,
+    )
     return fr.FastRPParams(**{**base, **kw})
 
 
@@ -61,7 +70,9 @@ def test_projection_row_depends_only_on_seed_and_node_id():
 
 
 def test_integer_ids_hash_the_same_whatever_their_width():
-    np.testing.assert_array_equal(fr.node_keys(np.array([1, 2, 3], np.int32)), fr.node_keys(np.array([1, 2, 3], np.int64)))
+    np.testing.assert_array_equal(
+        fr.node_keys(np.array([1, 2, 3], np.int32)), fr.node_keys(np.array([1, 2, 3], np.int64))
+    )
     assert len(set(fr.node_keys(np.arange(100_000)).tolist())) == 100_000
 
 
@@ -85,8 +96,11 @@ def test_local_engine_uses_a_projection_drawn_elsewhere_in_place_of_the_hash():
     src, dst = _ring_with_chords()
     params = _params()
     n = len(np.unique(np.concatenate([src, dst])))
-    r = SparseRandomProjection(n_components=params.dim, density=1 / 3, random_state=0).fit(
-        sp.csr_matrix((1, n))).components_.T.toarray()
+    r = (
+        SparseRandomProjection(n_components=params.dim, density=1 / 3, random_state=0)
+        .fit(sp.csr_matrix((1, n)))
+        .components_.T.toarray()
+    )
     # when it is passed to the local engine
     _, got = fr.embed_edge_list(src, dst, None, params, projection=r)
     _, ours = fr.embed_edge_list(src, dst, None, params)
@@ -139,7 +153,9 @@ def test_gds_variant_normalizes_before_propagating():
     np.testing.assert_allclose(p1, g1, atol=1e-12)
     # ... and with three they differ, while every gds term stays unit-norm
     _, p3 = fr.embed_edge_list(src, dst, None, _params(iteration_weights=(0.0, 0.0, 1.0), standardize=False))
-    _, g3 = fr.embed_edge_list(src, dst, None, _params(iteration_weights=(0.0, 0.0, 1.0), standardize=False, variant="gds"))
+    _, g3 = fr.embed_edge_list(
+        src, dst, None, _params(iteration_weights=(0.0, 0.0, 1.0), standardize=False, variant="gds")
+    )
     assert np.abs(p3 - g3).max() > 1e-6
     np.testing.assert_allclose(np.linalg.norm(g3, axis=1), 1.0)
 

@@ -21,14 +21,18 @@ from core.cli import run
 from core.config import FastRPConfig
 from core.errors import InputError
 from embeddings import fastrp as fr
-from embeddings.fastrp_spark import run_fastrp, runs_path
+from embeddings.fastrp_run import run_fastrp, runs_path
 from embeddings.io import delta_version
+
+pytestmark = pytest.mark.slow  # three Spark engine runs and the job end to end
 
 JOB = Path(__file__).resolve().parents[2] / "jobs" / "fastrp.py"
 TOLERANCE = 1e-5  # Spark stores X/E as float32 between stages; the reference is float64 throughout
 
 
-def random_edges(seed: int, string_ids: bool, weighted: bool, num_nodes: int = 40, num_edges: int = 110) -> pd.DataFrame:
+def random_edges(
+    seed: int, string_ids: bool, weighted: bool, num_nodes: int = 40, num_edges: int = 110
+) -> pd.DataFrame:
     """Random multigraph with duplicate edges, self loops, a node whose only edge is a self loop and a sink."""
     rng = np.random.default_rng(seed)
     src, dst = rng.integers(0, num_nodes, num_edges), rng.integers(0, num_nodes, num_edges)
@@ -47,20 +51,35 @@ def write_edges(spark, pdf: pd.DataFrame, path, partitions: int = 1) -> str:
 
 
 def read_embeddings(spark, path) -> dict:
-    return {r.node: np.asarray(r.embedding, dtype=np.float64)
-            for r in spark.read.format("delta").load(str(path)).toPandas().itertuples()}
+    return {
+        r.node: np.asarray(r.embedding, dtype=np.float64)
+        for r in spark.read.format("delta").load(str(path)).toPandas().itertuples()
+    }
 
 
 def spark_embed(spark, tmp_path, pdf, name: str, partitions: int = 1, **cfg) -> dict:
     edges = write_edges(spark, pdf, tmp_path / f"{name}_edges", partitions)
-    config = FastRPConfig(edges=edges, src_col="s", dst_col="d", weight_col="w", output=str(tmp_path / name),
-                          block_size=16, **cfg)
-    run_fastrp(spark, spark.read.format("delta").load(edges), config, str(tmp_path / "ckpt"), chunk_rows=3)
+    config = FastRPConfig(src_col="s", dst_col="d", weight_col="w", block_size=16, **cfg)
+    run_fastrp(
+        spark,
+        spark.read.format("delta").load(edges),
+        config,
+        str(tmp_path / "ckpt"),
+        output=str(tmp_path / name),
+        chunk_rows=3,
+    )
     return read_embeddings(spark, tmp_path / name)
 
 
-DIRECTED = dict(directed=True, dim=8, iteration_weights=[1.0, 7.81], normalization_strength=-0.628, self_influence=0.3,
-                variant="gds", seed=-3)
+DIRECTED = dict(
+    directed=True,
+    dim=8,
+    iteration_weights=[1.0, 7.81],
+    normalization_strength=-0.628,
+    self_influence=0.3,
+    variant="gds",
+    seed=-3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +88,19 @@ def directed_runs(spark, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("fastrp_directed")
     pdf = random_edges(11, string_ids=True, weighted=True)
     one = spark_embed(spark, tmp_path, pdf, "one", partitions=1, num_partitions=1, checkpoint="reliable", **DIRECTED)
-    three = spark_embed(spark, tmp_path, pdf.sample(frac=1.0, random_state=0), "three", partitions=3,
-                        num_partitions=3, checkpoint="local", **DIRECTED)
-    nodes, expected = fr.embed_edge_list(pdf["s"].to_numpy(), pdf["d"].to_numpy(), pdf["w"].to_numpy(),
-                                         FastRPConfig(**DIRECTED))
+    three = spark_embed(
+        spark,
+        tmp_path,
+        pdf.sample(frac=1.0, random_state=0),
+        "three",
+        partitions=3,
+        num_partitions=3,
+        checkpoint="local",
+        **DIRECTED,
+    )
+    nodes, expected = fr.embed_edge_list(
+        pdf["s"].to_numpy(), pdf["d"].to_numpy(), pdf["w"].to_numpy(), FastRPConfig(**DIRECTED)
+    )
     return {"one": one, "three": three, "nodes": nodes, "expected": expected}
 
 
@@ -96,8 +124,19 @@ def test_output_is_bit_identical_for_any_number_of_partitions_and_checkpoint_mod
         np.testing.assert_array_equal(vector, three[node])
 
 
-UNDIRECTED_FLAGS = ["--dim", "12", "--iteration-weights", "0,1,2", "--normalization-strength", "-0.5", "--standardize",
-                    "--sparsity", "2", "--block-size", "16"]
+UNDIRECTED_FLAGS = [
+    "--dim",
+    "12",
+    "--iteration-weights",
+    "0,1,2",
+    "--normalization-strength",
+    "-0.5",
+    "--standardize",
+    "--sparsity",
+    "2",
+    "--block-size",
+    "16",
+]
 
 
 @pytest.fixture(scope="module")
@@ -106,23 +145,49 @@ def good_run(spark, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("fastrp_job")
     pdf = random_edges(5, string_ids=False, weighted=True)
     edges = write_edges(spark, pdf, tmp_path / "edges")
-    flags = ["--master", "local[2]", "--set", "spark.shuffle_partitions=2",
-             "--set", f"spark.checkpoint_dir={tmp_path / 'checkpoints'}", "--edges", edges, "--src-col", "s",
-             "--dst-col", "d", "--set", "fastrp.weight_col=null", "--output", str(tmp_path / "emb")] + UNDIRECTED_FLAGS
+    flags = [
+        "--master",
+        "local[2]",
+        "--set",
+        "spark.shuffle_partitions=2",
+        "--set",
+        f"spark.checkpoint_dir={tmp_path / 'checkpoints'}",
+        "--set",
+        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        "--set",
+        f"quality.output={tmp_path / 'q'}",
+        "--edges",
+        edges,
+        "--src-col",
+        "s",
+        "--dst-col",
+        "d",
+        "--set",
+        "fastrp.weight_col=null",
+        "--output",
+        str(tmp_path / "emb"),
+    ] + UNDIRECTED_FLAGS
     spec = importlib.util.spec_from_file_location("fastrp_job", JOB)
     job = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(job)
     main = job.main
     assert run(main, flags) == 0
-    return {"flags": flags, "edges": edges, "pdf": pdf, "main": main, "output": tmp_path / "emb",
-            "version": delta_version(spark, str(tmp_path / "emb"))}
+    return {
+        "flags": flags,
+        "edges": edges,
+        "pdf": pdf,
+        "main": main,
+        "output": tmp_path / "emb",
+        "version": delta_version(spark, str(tmp_path / "emb")),
+    }
 
 
 def test_job_output_matches_the_local_reference_on_an_undirected_unweighted_graph(spark, good_run):
     # given the job's run (no --weight-col: every edge weighs 1, duplicates add up; standardised)
     pdf = good_run["pdf"]
-    cfg = FastRPConfig(dim=12, iteration_weights=[0.0, 1.0, 2.0], normalization_strength=-0.5, standardize=True,
-                       sparsity=2.0)
+    cfg = FastRPConfig(
+        dim=12, iteration_weights=[0.0, 1.0, 2.0], normalization_strength=-0.5, standardize=True, sparsity=2.0
+    )
     nodes, expected = fr.embed_edge_list(pdf["s"].to_numpy(), pdf["d"].to_numpy(), None, cfg)
     # then its vectors are the reference's
     assert _worst_difference(read_embeddings(spark, good_run["output"]), nodes, expected) < TOLERANCE
@@ -132,12 +197,15 @@ def test_job_writes_node_and_embedding_columns_and_a_run_record(spark, good_run)
     # then the output has one float array of length dim per node, keeping the ids' type
     emb = good_run["output"]
     out = spark.read.format("delta").load(str(emb))
-    assert [(f.name, f.dataType.simpleString()) for f in out.schema.fields] == [("node", "bigint"), ("embedding", "array<float>")]
+    assert [(f.name, f.dataType.simpleString()) for f in out.schema.fields] == [
+        ("node", "bigint"),
+        ("embedding", "array<float>"),
+    ]
     nodes = set(good_run["pdf"]["s"]) | set(good_run["pdf"]["d"])
     assert out.count() == len(nodes) and {len(r.embedding) for r in out.collect()} == {12}
     # and the commit and the run table record parameters, layout, input and output versions
     meta = json.loads(spark.sql(f"DESCRIBE HISTORY delta.`{emb}`").head()["userMetadata"])
-    assert meta["params"]["dim"] == 12 and meta["input_version"] == 0 and meta["num_blocks"] == 3
+    assert meta["params"]["dim"] == 12 and meta["inputs"]["edges"]["version"] == 0 and meta["num_blocks"] == 3
     assert set(meta["seconds_by_phase"]) >= {"edge_blocks", "iteration_1", "iteration_3"}
     record = spark.read.format("delta").load(runs_path(str(emb))).head()
     assert record["output_version"] == good_run["version"] and record["input_version"] == 0
@@ -165,11 +233,24 @@ def _bad_table(spark, tmp_path, pdf):
 
 
 BAD_INPUTS = {
-    "missing column": (lambda pdf: pdf.drop(columns=["d"]), [], "'d'"),
-    "null id": (lambda pdf: pdf.assign(s=pdf["s"].astype("Int64").mask(pdf.index == 2)), [], "null id in column 's'"),
-    "negative weight": (lambda pdf: pdf.assign(w=pdf["w"].mask(pdf.index == 1, -1.0)), ["--weight-col", "w"], "'w'"),
-    "NaN weight": (lambda pdf: pdf.assign(w=pdf["w"].mask(pdf.index == 1, np.nan)), ["--weight-col", "w"], "'w'"),
-    "empty table": (lambda pdf: pdf.iloc[:0], [], "no rows"),
+    # the edges gate (GX) names the column and the expectation
+    "missing column": (lambda pdf: pdf.drop(columns=["d"]), [], "d: expect_column_to_exist"),
+    "null id": (
+        lambda pdf: pdf.assign(s=pdf["s"].astype("Int64").mask(pdf.index == 2)),
+        [],
+        "s: expect_column_values_to_not_be_null",
+    ),
+    "negative weight": (
+        lambda pdf: pdf.assign(w=pdf["w"].mask(pdf.index == 1, -1.0)),
+        ["--weight-col", "w"],
+        "w: expect_column_values_to_be_between",
+    ),
+    "NaN weight": (
+        lambda pdf: pdf.assign(w=pdf["w"].mask(pdf.index == 1, np.nan)),
+        ["--weight-col", "w"],
+        "w: expect_column_values_to_not_be_null",
+    ),  # pandas NaN arrives in Spark as null
+    "empty table": (lambda pdf: pdf.iloc[:0], [], "expect_table_row_count_to_be_between"),
     "dim < 1": (lambda pdf: pdf, ["--dim", "0"], "fastrp.dim"),
     "weights/iterations mismatch": (lambda pdf: pdf, ["--iterations", "2"], "fastrp.iterations"),
 }
@@ -197,13 +278,15 @@ def test_bad_input_exits_2_naming_the_problem_and_keeps_the_previous_output(spar
 def test_validation_error_is_an_input_error_naming_the_weight_flag(spark, tmp_path):
     pdf = pd.DataFrame({"s": [1, 2], "d": [2, 3], "w": [1.0, float("inf")]})
     edges = write_edges(spark, pdf, tmp_path / "e")
-    cfg = FastRPConfig(edges=edges, src_col="s", dst_col="d", weight_col="w", output=str(tmp_path / "o"))
+    cfg = FastRPConfig(src_col="s", dst_col="d", weight_col="w")
     with pytest.raises(InputError, match="--weight-col"):
-        run_fastrp(spark, spark.read.format("delta").load(edges), cfg, str(tmp_path / "ckpt"))
+        run_fastrp(
+            spark, spark.read.format("delta").load(edges), cfg, str(tmp_path / "ckpt"), output=str(tmp_path / "o")
+        )
 
 
 def test_only_row_chunks_with_entries_send_partials():
-    from embeddings.fastrp_spark import nonempty_chunks
+    from embeddings.fastrp_engine import nonempty_chunks
 
     # 7 rows in chunks of 3 (rows 0-2, 3-5, 6): entries in rows 1 and 6 only
     indptr = np.array([0, 0, 2, 2, 2, 2, 2, 3])
@@ -212,11 +295,15 @@ def test_only_row_chunks_with_entries_send_partials():
 
 
 def test_a_cached_block_rdd_and_a_shuffle_output_union_without_a_python_re_pickling_pass(spark):
-    from embeddings.fastrp_spark import _copartitioned_union, block_partition
+    from embeddings.fastrp_engine import _copartitioned_union, block_partition
 
     sc = spark.sparkContext
-    cached = (sc.parallelize([(b, f"state-{b}") for b in range(3)], 1).partitionBy(2, block_partition)
-              .mapValues(lambda v: v.upper()).cache())
+    cached = (
+        sc.parallelize([(b, f"state-{b}") for b in range(3)], 1)
+        .partitionBy(2, block_partition)
+        .mapValues(lambda v: v.upper())
+        .cache()
+    )
     shuffled = sc.parallelize([((b, 0, 1), f"part-{b}") for b in range(3)], 1).partitionBy(2, block_partition)
     union = _copartitioned_union(cached, shuffled, 2)
     # the JVM union of the two RDDs themselves: no identity map (a nested Python worker) over either side
@@ -229,7 +316,7 @@ def test_a_cached_block_rdd_and_a_shuffle_output_union_without_a_python_re_pickl
 
 
 def test_a_csr_slice_sums_duplicate_edges_and_does_not_depend_on_their_order():
-    from embeddings.fastrp_spark import csr_slice
+    from embeddings.fastrp_layout import csr_slice
 
     # 3 x 4 slice: (0, 1) twice (weights 1 and 2), (2, 3), (2, 0); row 1 empty
     i, j, w = np.array([2, 0, 0, 2]), np.array([3, 1, 1, 0], dtype=np.int32), np.array([5.0, 1.0, 2.0, 4.0])
@@ -240,3 +327,25 @@ def test_a_csr_slice_sums_duplicate_edges_and_does_not_depend_on_their_order():
         assert all(x.tobytes() == y.tobytes() for x, y in zip(again, (indptr, indices, data)))
     empty = csr_slice(np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0), 2, 2)
     assert empty[0].tolist() == [0, 0, 0] and len(empty[1]) == len(empty[2]) == 0
+
+
+def test_the_job_gates_its_input_and_output_and_tracks_the_run(good_run):
+    # given the job's run (fixture): a stage of the runner like every other
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{good_run['output'].parent / 'mlflow.db'}")
+    runs = [
+        r
+        for e in client.search_experiments()
+        for r in client.search_runs([e.experiment_id])
+        if r.data.tags.get("pipeline.stage") == "fastrp"
+        and r.info.status == "FINISHED"
+        and r.data.params.get("output.embeddings.path") == str(good_run["output"])
+    ]
+    run_ = min(runs, key=lambda r: r.info.start_time)  # the fixture's run (later tests add others)
+    # then both gates ran and passed, and the tables read and written are its lineage
+    assert run_.data.metrics["quality.edges.success"] == 1.0
+    assert run_.data.metrics["quality.embeddings.success"] == 1.0
+    assert run_.data.params["input.edges.delta_version"] == "0"
+    assert run_.data.params["output.embeddings.delta_version"] == str(good_run["version"])
+    assert run_.data.params["fastrp.dim"] == "12"

@@ -5,22 +5,33 @@ from __future__ import annotations
 import json
 import math
 
-import pandas as pd
 import pytest
 
-from core.config import QualityConfig
+from core.config import ClickSchema, QualityConfig
 from core.errors import InputError
 from embeddings.quality import DataQualityError, build_suite, gate, id_stability_frame, validate
+
+pytestmark = pytest.mark.slow  # one Great Expectations validation per test (seconds each)
 
 NAN, INF = math.nan, math.inf
 CLICKS_DDL = "event_id long, ts timestamp, I1 double, I2 double, C1 string, C2 string, tags array<string>, label int"
 
 
+SCHEMA = ClickSchema(dense=["I1", "I2"], categorical=["C1", "C2", "tags"])  # the tiny test click log's columns
+
+
 @pytest.fixture
 def quality(tmp_path) -> QualityConfig:
-    """Gates for the tiny test click log (2 dense, 2 categorical fields + tags), evidence in tmp."""
-    return QualityConfig(output=str(tmp_path / "quality"), dense_cols=["I1", "I2"],
-                         categorical_cols=["C1", "C2", "tags"])
+    """Gates with their evidence in tmp."""
+    return QualityConfig(output=str(tmp_path / "quality"))
+
+
+VOCAB_DDL = "feature string, value string, id int"
+
+
+def probabilities(spark, *values: float):
+    """A scores frame: one ``probability`` per value."""
+    return spark.createDataFrame([(v,) for v in values], "probability double")
 
 
 def failed_columns(err: pytest.ExceptionInfo) -> dict[str, set[str]]:
@@ -45,7 +56,7 @@ def test_clicks_suite_passes_on_a_good_click_log(spark, quality):
     # given a well-formed click log (dense blanks are allowed)
     df = clicks(spark, [(1, 0.0, 3.0, "u1", "i1", ["t1"], 0), (2, None, 7.0, "u2", None, [], 1)])
     # when gated
-    report = gate(df, "clicks", quality)
+    report = gate(df, "clicks", quality, schema=SCHEMA)
     # then it passes and leaves its evidence
     assert report.success and report.failures == []
     assert json.loads(report.result_path.read_text())["success"] is True
@@ -59,7 +70,7 @@ def test_clicks_suite_stops_on_bad_labels_ids_dense_values_schema_and_row_count(
     cfg = quality.model_copy(update={"min_rows": 3})
     # when gated
     with pytest.raises(DataQualityError) as err:
-        gate(df, "clicks", cfg)
+        gate(df, "clicks", cfg, schema=SCHEMA)
     # then the error names the suite and every broken column with its expectation
     cols = failed_columns(err)
     assert "expect_column_values_to_be_in_set" in cols["label"]
@@ -88,8 +99,9 @@ def test_vocabulary_suite_passes_on_unique_ids_from_2(spark, quality):
 
 def test_vocabulary_suite_stops_on_duplicate_ids_values_and_reserved_ids(spark, quality):
     # given a vocabulary where one id has two values, one value two ids, and a reserved id is used
-    vocab = spark.createDataFrame([("C1", "u1", 2), ("C1", "u2", 2), ("C2", "x", 3), ("C2", "x", 4),
-                                   ("C2", "y", 1)], VOCAB_DDL)
+    vocab = spark.createDataFrame(
+        [("C1", "u1", 2), ("C1", "u2", 2), ("C2", "x", 3), ("C2", "x", 4), ("C2", "y", 1)], VOCAB_DDL
+    )
     # when gated, then all three problems are named
     with pytest.raises(DataQualityError) as err:
         gate(vocab, "vocabulary", quality)
@@ -117,14 +129,11 @@ def test_vocabulary_ids_stop_on_a_moved_id_a_reused_id_and_a_dropped_value(spark
     assert all(s in message for s in ('"changed"', '"reused"', '"dropped"'))
 
 
-def test_id_stability_frame_gives_the_same_statuses_on_pandas_and_spark(spark):
-    old = pd.DataFrame({"feature": ["C1", "C1", "C1"], "value": ["a", "b", "d"], "id": [2, 3, 5]})
-    new = pd.DataFrame({"feature": ["C1", "C1", "C1", "C1"], "value": ["a", "b", "c", "e"], "id": [2, 4, 3, 6]})
-    expected = {"a": "kept", "b": "changed", "c": "reused", "d": "dropped", "e": "new"}
-    on_pandas = id_stability_frame(old, new)
-    on_spark = id_stability_frame(spark.createDataFrame(old), spark.createDataFrame(new)).toPandas()
-    assert dict(zip(on_pandas["value"], on_pandas["id_status"])) == expected
-    assert dict(zip(on_spark["value"], on_spark["id_status"])) == expected
+def test_id_stability_frame_names_what_happened_to_each_value(spark):
+    old = spark.createDataFrame([("C1", "a", 2), ("C1", "b", 3), ("C1", "d", 5)], VOCAB_DDL)
+    new = spark.createDataFrame([("C1", "a", 2), ("C1", "b", 4), ("C1", "c", 3), ("C1", "e", 6)], VOCAB_DDL)
+    statuses = {r["value"]: r["id_status"] for r in id_stability_frame(old, new).collect()}
+    assert statuses == {"a": "kept", "b": "changed", "c": "reused", "d": "dropped", "e": "new"}
 
 
 # --------------------------------------------------------------------------- edges
@@ -140,8 +149,9 @@ def test_edges_suite_passes_on_positive_finite_weights(spark, quality):
 
 def test_edges_suite_stops_on_null_endpoints_and_bad_weights(spark, quality):
     # given a null endpoint and zero, negative, NaN and infinite weights
-    edges = spark.createDataFrame([("u1", None, 1.0), ("u1", "i1", 0.0), ("u2", "i1", -2.0),
-                                   ("u3", "i3", NAN), ("u4", "i4", INF)], EDGES_DDL)
+    edges = spark.createDataFrame(
+        [("u1", None, 1.0), ("u1", "i1", 0.0), ("u2", "i1", -2.0), ("u3", "i3", NAN), ("u4", "i4", INF)], EDGES_DDL
+    )
     with pytest.raises(DataQualityError) as err:
         gate(edges, "edges", quality)
     cols = failed_columns(err)
@@ -163,8 +173,17 @@ def test_embeddings_suite_passes_on_one_finite_vector_per_node(spark, quality):
 
 def test_embeddings_suite_stops_on_duplicates_wrong_dim_nonfinite_values_and_norms(spark, quality):
     # given a node twice, a 3-d vector, a NaN entry, a null vector and a zero vector
-    emb = spark.createDataFrame([("u1", [0.6, 0.8]), ("u1", [0.6, 0.8]), ("i1", [1.0, 0.0, 0.0]),
-                                 ("i2", [NAN, 1.0]), ("i3", None), ("i4", [0.0, 0.0])], EMB_DDL)
+    emb = spark.createDataFrame(
+        [
+            ("u1", [0.6, 0.8]),
+            ("u1", [0.6, 0.8]),
+            ("i1", [1.0, 0.0, 0.0]),
+            ("i2", [NAN, 1.0]),
+            ("i3", None),
+            ("i4", [0.0, 0.0]),
+        ],
+        EMB_DDL,
+    )
     # when gated for 2-d vectors with norms in [0.5, 1.5]
     with pytest.raises(DataQualityError) as err:
         gate(emb, "embeddings", quality, dim=2, min_norm=0.5, max_norm=1.5)
@@ -177,16 +196,18 @@ def test_embeddings_suite_stops_on_duplicates_wrong_dim_nonfinite_values_and_nor
     assert "embedding_dim: expect_column_values_to_be_between (min_value=2.0 max_value=2.0): 1 of 6" in str(err.value)
 
 
-def test_embeddings_suite_accepts_pandas_and_spark_ml_vectors(spark, quality):
+def test_embeddings_suite_accepts_arrays_and_spark_ml_vectors(spark, quality):
     from pyspark.ml.linalg import Vectors
 
-    # given the same embeddings as pandas lists and as Spark ML dense vectors
-    as_pandas = pd.DataFrame({"node": ["a", "b"], "embedding": [[3.0, 4.0], [0.0, 1.0]]})
-    as_vectors = spark.createDataFrame([("a", Vectors.dense([3.0, 4.0])), ("b", Vectors.dense([0.0, 1.0]))],
-                                       ["node", "embedding"])
+    # given the same embeddings as arrays and as Spark ML dense vectors
+    as_arrays = spark.createDataFrame([("a", [3.0, 4.0]), ("b", [0.0, 1.0])], "node string, embedding array<double>")
+    as_vectors = spark.createDataFrame(
+        [("a", Vectors.dense([3.0, 4.0])), ("b", Vectors.dense([0.0, 1.0]))], ["node", "embedding"]
+    )
     # then both pass with norms in [1, 5] and both fail with norms in [1, 4]
-    assert gate(as_pandas, "embeddings", quality, dim=2, min_norm=1.0, max_norm=5.0).success
-    assert not validate(as_vectors, "embeddings", quality, dim=2, min_norm=1.0, max_norm=4.0).success
+    for frame in (as_arrays, as_vectors):
+        assert gate(frame, "embeddings", quality, dim=2, min_norm=1.0, max_norm=5.0).success
+        assert not validate(frame, "embeddings", quality, dim=2, min_norm=1.0, max_norm=4.0).success
 
 
 # --------------------------------------------------------------------------- scores
@@ -201,18 +222,20 @@ def test_scores_suite_stops_on_values_outside_0_1_and_nulls(spark, quality):
     scores = spark.createDataFrame([(1, 1.5), (2, None), (3, -0.1), (4, NAN)], "event_id long, probability double")
     with pytest.raises(DataQualityError) as err:
         gate(scores, "scores", quality)
-    assert failed_columns(err)["probability"] == {"expect_column_values_to_not_be_null",
-                                                   "expect_column_values_to_be_between"}
+    assert failed_columns(err)["probability"] == {
+        "expect_column_values_to_not_be_null",
+        "expect_column_values_to_be_between",
+    }
     assert "3 of 4 rows unexpected" in str(err.value)
 
 
 # --------------------------------------------------------------------------- API
 
 
-def test_a_failed_gate_keeps_its_evidence_for_mlflow(quality):
+def test_a_failed_gate_keeps_its_evidence_for_mlflow(spark, quality):
     # given bad scores
     with pytest.raises(DataQualityError) as err:
-        gate(pd.DataFrame({"probability": [2.0]}), "scores", quality)
+        gate(probabilities(spark, 2.0), "scores", quality)
     # then the GX result and the Data Docs are in <output>/scores/, and the message points there
     report = err.value.report
     assert report.folder.name == "scores" and report.folder.parent.name == "quality"
@@ -221,40 +244,43 @@ def test_a_failed_gate_keeps_its_evidence_for_mlflow(quality):
     assert str(report.result_path) in str(err.value)
 
 
-def test_disabled_gates_check_nothing(quality):
+def test_disabled_gates_check_nothing(spark, quality):
     off = quality.model_copy(update={"enabled": False})
-    assert gate(pd.DataFrame({"probability": [2.0]}), "scores", off) is None
+    assert gate(probabilities(spark, 2.0), "scores", off) is None
 
 
-def test_validate_reports_without_raising(quality):
-    report = validate(pd.DataFrame({"probability": [2.0]}), "scores", quality)
+def test_validate_reports_without_raising(spark, quality):
+    report = validate(probabilities(spark, 2.0), "scores", quality)
     assert not report.success and report.failures[0].column == "probability"
 
 
-@pytest.mark.parametrize("name, params, message", [
-    ("nope", {}, "unknown data quality suite 'nope'"),
-    ("scores", {"dim": 3}, "suite 'scores' takes no parameter(s) ['dim']"),
-    ("embeddings", {}, "dim"),
-])
+@pytest.mark.parametrize(
+    "name, params, message",
+    [
+        ("nope", {}, "unknown data quality suite 'nope'"),
+        ("scores", {"dim": 3}, "suite 'scores' takes no parameter(s) ['dim']"),
+        ("embeddings", {}, "dim"),
+    ],
+)
 def test_bad_suite_requests_are_errors_naming_the_problem(name, params, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         build_suite(name, **params)
 
 
-def test_vocabulary_ids_need_the_previous_version(quality):
-    new = pd.DataFrame({"feature": ["C1"], "value": ["a"], "id": [2]})
+def test_vocabulary_ids_need_the_previous_version(spark, quality):
+    new = spark.createDataFrame([("C1", "a", 2)], VOCAB_DDL)
     with pytest.raises(ValueError, match="previous="):
         validate(new, "vocabulary_ids", quality)
 
 
-def test_embeddings_without_their_vector_column_are_an_input_error(quality):
+def test_embeddings_without_their_vector_column_are_an_input_error(spark, quality):
     with pytest.raises(InputError, match=r"embeddings: missing column\(s\) \['embedding'\]"):
-        gate(pd.DataFrame({"node": ["a"]}), "embeddings", quality, dim=2)
+        gate(spark.createDataFrame([("a",)], "node string"), "embeddings", quality, dim=2)
 
 
-def test_a_ready_suite_can_be_validated_again(quality):
+def test_a_ready_suite_can_be_validated_again(spark, quality):
     # given one suite object, built once (e.g. by a job that gates several batches)
     suite = build_suite("scores", quality)
     # when it validates two frames, then each gets its own verdict
-    assert validate(pd.DataFrame({"probability": [0.2]}), suite, quality).success
-    assert not validate(pd.DataFrame({"probability": [1.2]}), suite, quality).success
+    assert validate(probabilities(spark, 0.2), suite, quality).success
+    assert not validate(probabilities(spark, 1.2), suite, quality).success

@@ -25,10 +25,11 @@ def ids(model: VocabularyModel, feature: str) -> dict[str, int]:
 
 
 def fit(spark, rows, previous=None, **cfg):
-    params = {"features": ["color"], "time_col": "ts", **cfg}
-    return VocabularyBuilder(VocabConfig(**params)).fit(events(spark, rows), previous)
+    features, time_col = cfg.pop("features", ["color"]), cfg.pop("time_col", "ts")
+    return VocabularyBuilder(features, VocabConfig(**cfg), time_col=time_col).fit(events(spark, rows), previous)
 
 
+@pytest.mark.slow  # several Spark refreshes
 def test_ids_follow_descending_count_then_ascending_value(spark):
     # given red x3, blue x2, green x2, and a null
     rows = [("red", [], day(0))] * 3 + [("blue", [], day(0))] * 2 + [("green", [], day(0))] * 2 + [(None, [], day(0))]
@@ -71,12 +72,15 @@ def test_time_window_selects_rows_and_records_first_and_last_seen(spark):
     assert (table["red"]["first_seen"], table["red"]["last_seen"]) == (day(2), day(4))
 
 
+@pytest.mark.slow  # several Spark refreshes
 def test_refresh_keeps_ids_appends_new_values_and_never_reuses_ids(spark):
     # given a first build
     first = fit(spark, [("red", [], day(0))] * 2 + [("blue", [], day(0))])
     first_table = first.table.cache()
     # when the second refresh no longer sees blue, sees red less often, and sees two new values
-    second = fit(spark, [("green", [], day(1))] * 5 + [("red", [], day(1)), ("amber", [], day(1))], previous=first_table)
+    second = fit(
+        spark, [("green", [], day(1))] * 5 + [("red", [], day(1)), ("amber", [], day(1))], previous=first_table
+    )
     second_table = second.table.cache()
     # and a third sees blue again plus one more new value
     third = fit(spark, [("blue", [], day(2)), ("cyan", [], day(2))], previous=second_table)
@@ -107,7 +111,7 @@ def test_full_feature_sends_new_values_to_oov_without_evicting(spark):
 
 def test_integer_feature_values_are_indexed_as_strings(spark):
     df = spark.createDataFrame([(7,), (7,), (3,)], "item long")
-    model = VocabularyBuilder(VocabConfig(features=["item"])).fit(df)
+    model = VocabularyBuilder(["item"]).fit(df)
     assert ids(model, "item") == {"7": 2, "3": 3}
 
 
@@ -116,19 +120,22 @@ def test_from_labels_builds_a_model_by_hand(spark):
     assert ids(model, "color") == {"red": 2, "blue": 3}
 
 
-@pytest.mark.parametrize("features, message", [
-    (["colour"], r"missing column\(s\) \['colour'\]"),
-    ([], "--features"),
-])
+@pytest.mark.parametrize(
+    "features, message",
+    [
+        (["colour"], r"missing column\(s\) \['colour'\]"),
+        ([], "--features"),
+    ],
+)
 def test_bad_feature_lists_name_the_column_or_flag(spark, features, message):
     with pytest.raises(InputError, match=message):
-        VocabularyBuilder(VocabConfig(features=features)).fit(events(spark, [("a", [], day(0))]))
+        VocabularyBuilder(features).fit(events(spark, [("a", [], day(0))]))
 
 
 def test_wrong_column_type_is_named(spark):
     df = spark.createDataFrame([(1.5,)], "price double")
     with pytest.raises(InputError, match="'price' has type double"):
-        VocabularyBuilder(VocabConfig(features=["price"])).fit(df)
+        VocabularyBuilder(["price"]).fit(df)
 
 
 def test_empty_window_is_an_error(spark):
@@ -144,4 +151,4 @@ def test_all_null_feature_is_named(spark):
 def test_time_column_of_wrong_type_is_named(spark):
     df = spark.createDataFrame([("a", "yesterday")], "color string, ts string")
     with pytest.raises(InputError, match="time column 'ts' has type string"):
-        VocabularyBuilder(VocabConfig(features=["color"], time_col="ts")).fit(df)
+        VocabularyBuilder(["color"], time_col="ts").fit(df)

@@ -10,14 +10,17 @@ import pytest
 from core.cli import run
 from core.config import PipelineConfig, SynthConfig
 from embeddings.io import delta_version
+from embeddings.runner import run_stage
 from embeddings.spark import DELTA_PACKAGE
-from embeddings.stages import run_synth
+from embeddings.stages import SYNTH
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "jobs"))
 import build_vocab  # noqa: E402
 import encode as encode_job  # noqa: E402
 import make_synthetic  # noqa: E402
+
+pytestmark = pytest.mark.slow  # jobs end to end, spark-submit
 
 FEATURES = "C1,C2,C3,tags"
 
@@ -26,9 +29,20 @@ FEATURES = "C1,C2,C3,tags"
 def clicks(spark, tmp_path_factory):
     """A 3,000-row synthetic click log written once for this module."""
     root = tmp_path_factory.mktemp("synth")
-    cfg = PipelineConfig(synth=SynthConfig(num_rows=3000, num_partitions=2, output=str(root / "clicks"),
-                                           edges_output=str(root / "edges"), oracle_output=str(root / "oracle")))
-    run_synth(spark, cfg)
+    cfg = PipelineConfig.model_validate(
+        {
+            "tables": {
+                "root": str(root),
+                "clicks": {"path": "clicks"},
+                "edges": {"path": "edges"},
+                "oracle": {"path": "oracle"},
+            },
+            "mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}"},
+            "quality": {"output": str(root / "quality")},
+            "synth": {"num_rows": 3000, "num_partitions": 2},
+        }
+    )
+    run_stage(spark, cfg, SYNTH)
     return str(root / "clicks")
 
 
@@ -37,8 +51,19 @@ def vocab_args(job_args, clicks, out, *extra):
 
 
 def test_synthetic_job_writes_click_log_edges_and_oracle(spark, job_args, tmp_path, capsys):
-    argv = [*job_args, "--num-rows", "500", "--num-partitions", "1", "--output", str(tmp_path / "c"),
-            "--edges-output", str(tmp_path / "e"), "--oracle-output", str(tmp_path / "o")]
+    argv = [
+        *job_args,
+        "--num-rows",
+        "500",
+        "--num-partitions",
+        "1",
+        "--output",
+        str(tmp_path / "c"),
+        "--edges-output",
+        str(tmp_path / "e"),
+        "--oracle-output",
+        str(tmp_path / "o"),
+    ]
     assert run(make_synthetic.main, argv) == 0
     assert "best possible AUC" in capsys.readouterr().out
     assert spark.read.format("delta").load(str(tmp_path / "c")).count() == 500
@@ -57,8 +82,20 @@ def test_synthetic_data_is_deterministic_for_a_seed(spark, tmp_path):
 def test_vocab_then_encode_jobs_write_delta_tables(spark, job_args, clicks, tmp_path, capsys):
     # when
     assert run(build_vocab.main, vocab_args(job_args, clicks, tmp_path / "vocab")) == 0
-    code = run(encode_job.main, [*job_args, "--input", clicks, "--vocab", str(tmp_path / "vocab"),
-                                 "--features", FEATURES, "--output", str(tmp_path / "enc")])
+    code = run(
+        encode_job.main,
+        [
+            *job_args,
+            "--input",
+            clicks,
+            "--vocab",
+            str(tmp_path / "vocab"),
+            "--features",
+            FEATURES,
+            "--output",
+            str(tmp_path / "enc"),
+        ],
+    )
     # then
     assert code == 0
     printed = capsys.readouterr().out
@@ -81,22 +118,35 @@ def test_rerun_on_the_same_input_is_idempotent(spark, job_args, clicks, tmp_path
 def built_vocab(spark, clicks, tmp_path_factory):
     """A vocabulary built once (Delta version 0) that the bad runs below must leave untouched."""
     root = tmp_path_factory.mktemp("built")
-    args = ["--master", "local[2]", "--set", f"spark.checkpoint_dir={root / 'ckpt'}"]
+    args = [
+        "--master",
+        "local[2]",
+        "--set",
+        f"spark.checkpoint_dir={root / 'ckpt'}",
+        "--set",
+        f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
+        "--set",
+        f"quality.output={root / 'quality'}",
+    ]
     out = root / "vocab"
     assert run(build_vocab.main, vocab_args(args, clicks, out)) == 0
     return out, sorted(spark.read.format("delta").load(str(out)).collect())
 
 
-@pytest.mark.parametrize("extra, expected", [
-    (["--features", "C1,nope"], "'nope'"),                          # missing column
-    (["--features", "I1"], "'I1' has type double"),                 # wrong type
-    (["--start", "2030-01-01T00:00:00"], "no rows in the window"),  # empty input
-    (["--input", "/nonexistent/clicks"], "/nonexistent/clicks"),    # unreadable path
-    (["--min-count", "0"], "vocab.min_count"),                      # malformed config
-    (["--set", "vocab.min_cnt=2"], "vocab.min_cnt"),                # unknown key
-])
-def test_bad_input_fails_clearly_and_keeps_the_previous_version(spark, job_args, clicks, built_vocab, capsys,
-                                                                extra, expected):
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--features", "C1,nope"], "nope: expect_column_to_exist"),  # missing column (the clicks gate)
+        (["--features", "I1", "--set", "schema.dense=[I2]"], "'I1' has type double"),  # wrong type
+        (["--start", "2030-01-01T00:00:00"], "no rows in the window"),  # empty input
+        (["--input", "/nonexistent/clicks"], "/nonexistent/clicks"),  # unreadable path
+        (["--min-count", "0"], "vocab.min_count"),  # malformed config
+        (["--set", "vocab.min_cnt=2"], "vocab.min_cnt"),  # unknown key
+    ],
+)
+def test_bad_input_fails_clearly_and_keeps_the_previous_version(
+    spark, job_args, clicks, built_vocab, capsys, extra, expected
+):
     # given a successful build (version 0)
     out, before = built_vocab
     capsys.readouterr()
@@ -112,7 +162,22 @@ def test_bad_input_fails_clearly_and_keeps_the_previous_version(spark, job_args,
 def test_all_null_feature_is_named_by_the_job(spark, job_args, tmp_path, capsys):
     path = str(tmp_path / "raw")
     spark.createDataFrame([("a", None), ("b", None)], "C1 string, C9 string").write.format("delta").save(path)
-    code = run(build_vocab.main, [*job_args, "--input", path, "--features", "C1,C9", "--time-col", "null", "--set", "quality.enabled=false", "--output", str(tmp_path / "v")])
+    code = run(
+        build_vocab.main,
+        [
+            *job_args,
+            "--input",
+            path,
+            "--features",
+            "C1,C9",
+            "--time-col",
+            "null",
+            "--set",
+            "quality.enabled=false",
+            "--output",
+            str(tmp_path / "v"),
+        ],
+    )
     assert code == 2
     assert "['C9'] have only null values" in capsys.readouterr().err
 
@@ -122,8 +187,24 @@ def test_csv_input_with_header_is_accepted(spark, job_args, tmp_path):
     if not criteo.exists():
         pytest.skip("../shared/data/criteo_sample.txt is not present")
     out = tmp_path / "vocab"
-    code = run(build_vocab.main, [*job_args, "--input", str(criteo), "--input-format", "csv",
-                                  "--features", "C1,C2,C14", "--time-col", "null", "--set", "quality.enabled=false", "--output", str(out)])
+    code = run(
+        build_vocab.main,
+        [
+            *job_args,
+            "--input",
+            str(criteo),
+            "--input-format",
+            "csv",
+            "--features",
+            "C1,C2,C14",
+            "--time-col",
+            "null",
+            "--set",
+            "quality.enabled=false",
+            "--output",
+            str(out),
+        ],
+    )
     assert code == 0
     assert spark.read.format("delta").load(str(out)).where("feature = 'C1'").count() > 0
 
@@ -134,10 +215,28 @@ def test_build_vocab_runs_under_real_spark_submit(clicks, tmp_path):
     spark_submit = Path(sys.executable).parent / "spark-submit"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     env.pop("EMBEDDINGS_KEEP_SPARK", None)
-    cmd = [str(spark_submit), "--master", "local[2]", "--packages", DELTA_PACKAGE,
-           "--conf", "spark.ui.enabled=false", str(REPO / "jobs" / "build_vocab.py"),
-           "--input", clicks, "--features", "C1,tags", "--output", str(tmp_path / "vocab"),
-           "--set", f"spark.checkpoint_dir={tmp_path / 'ckpt'}"]
+    cmd = [
+        str(spark_submit),
+        "--master",
+        "local[2]",
+        "--packages",
+        DELTA_PACKAGE,
+        "--conf",
+        "spark.ui.enabled=false",
+        str(REPO / "jobs" / "build_vocab.py"),
+        "--input",
+        clicks,
+        "--features",
+        "C1,tags",
+        "--output",
+        str(tmp_path / "vocab"),
+        "--set",
+        f"spark.checkpoint_dir={tmp_path / 'ckpt'}",
+        "--set",
+        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        "--set",
+        f"quality.output={tmp_path / 'q'}",
+    ]
     # when
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     # then

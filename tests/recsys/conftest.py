@@ -11,5 +11,3 @@ def tiny_tables(tmp_path_factory):
     """(encoded path, vocab path) of a 640-row table in 2 files and its vocabulary."""
     root = tmp_path_factory.mktemp("ctr")
     return write_delta(root / "encoded", make_encoded()), write_delta(root / "vocab", [make_vocab()])
-
-

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import torch
-from ctr_tables import train_config
+from ctr_tables import train_setup
 
 from recsys.data.batches import make_batch
 from recsys.distributed.launch import process_group
@@ -20,20 +20,30 @@ SHARDING = {"C1": ["column_wise"], "C2": ["table_wise"], "tags": ["data_parallel
 
 def two_rank_checks(encoded: str, vocab: str, out_dir: str) -> None:
     """Sharded == unsharded forward, checkpoint/resume continuation, export round trip; results as JSON per rank."""
-    cfg = train_config(encoded, vocab, sharding_types=SHARDING, checkpoint_dir=f"{out_dir}/ckpt", max_steps=6,
-                       layout={"kind": "vocab"}, pooling="mean")  # conf/local.yaml's pooling
-    summary = prepare(cfg)
+    cfg, inputs = train_setup(
+        encoded,
+        vocab,
+        sharding_types=SHARDING,
+        checkpoint_dir=f"{out_dir}/ckpt",
+        max_steps=6,
+        layout={"kind": "vocab"},
+        pooling="mean",
+    )  # conf/local.yaml's pooling
+    summary = prepare(cfg, inputs)
     res: dict = {}
     with process_group("gloo", "cpu") as (rank, world, device):
         # sharded forward equals the plain model's with the same weights
         a = CTRTrainer(cfg, summary, rank=rank, world_size=world, device=device).setup()
-        res["plan"] = {k: v["sharding_type"] for k, v in
-                       __import__("recsys.distributed.sharding", fromlist=["x"]).plan_summary(a.plan_).items()}
+        res["plan"] = {
+            k: v["sharding_type"]
+            for k, v in __import__("recsys.distributed.sharding", fromlist=["x"]).plan_summary(a.plan_).items()
+        }
         plain = build_model(cfg, a.layout_, summary.spec.num_dense_inputs, seed=cfg.seed)
         batch = make_batch(a.data_["train"], np.arange(32))
         with torch.no_grad():
-            res["forward_max_diff"] = float((a.model_(batch.dense, batch.sparse) - plain(batch.dense, batch.sparse))
-                                            .abs().max())
+            res["forward_max_diff"] = float(
+                (a.model_(batch.dense, batch.sparse) - plain(batch.dense, batch.sparse)).abs().max()
+            )
         before = a.full_state_dict()
         # straight run of 6 steps
         res["losses_straight"] = a.train()["losses"]

@@ -30,8 +30,10 @@ def test_ranks_read_disjoint_shares_of_the_delta_table(tiny_tables):
     encoded, _ = tiny_tables
     src = DeltaSource(encoded)
     assert len(src.files) == 2 and src.num_rows == 640
-    ids = [np.concatenate([t.column("event_id").to_numpy() for t in src.iter_tables(["event_id"], r, 3, 50)])
-           for r in range(3)]
+    ids = [
+        np.concatenate([t.column("event_id").to_numpy() for t in src.iter_tables(["event_id"], r, 3, 50)])
+        for r in range(3)
+    ]
     assert sorted(np.concatenate(ids).tolist()) == list(range(640))
     assert [len(i) for i in ids] == [213, 213, 214]
 
@@ -45,13 +47,17 @@ def test_dense_transform_is_log1p_with_missing_indicator():
 
 def test_arrays_become_jagged_bags_and_null_hashes_become_zero():
     # given three rows: tags [5, 9], null, [1]; C1 null-hash (missing value, id 0)
-    table = pa.table({
-        "event_id": pa.array([0, 1, 2], pa.int64()), "label": pa.array([0, 1, 0], pa.int32()),
-        "I1": pa.array([1.0, None, 3.0]),
-        "C1": pa.array([0, 4, 1], pa.int32()), "C1_hash": pa.array([None, 44, 11], pa.int64()),
-        "tags": pa.array([[5, 9], None, [1]], pa.list_(pa.int32())),
-        "tags_hash": pa.array([[55, 99], None, [11]], pa.list_(pa.int64())),
-    })
+    table = pa.table(
+        {
+            "event_id": pa.array([0, 1, 2], pa.int64()),
+            "label": pa.array([0, 1, 0], pa.int32()),
+            "I1": pa.array([1.0, None, 3.0]),
+            "C1": pa.array([0, 4, 1], pa.int32()),
+            "C1_hash": pa.array([None, 44, 11], pa.int64()),
+            "tags": pa.array([[5, 9], None, [1]], pa.list_(pa.int32())),
+            "tags_hash": pa.array([[55, 99], None, [11]], pa.list_(pa.int64())),
+        }
+    )
     spec = resolve_feature_spec(table.schema, dense=None, sparse=None, label_col="label", id_col="event_id")
     assert spec.dense == ("I1",) and spec.sparse == ("C1", "tags") and spec.multi_valued == {"tags"}
     # when

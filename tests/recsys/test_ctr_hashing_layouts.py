@@ -57,10 +57,16 @@ def test_time_split_puts_the_latest_rows_in_test():
 def test_vocab_layout_has_one_vocab_sized_table_per_feature():
     layout = make_layout(VocabLayoutConfig(), list(SIZES), SIZES, 8, seed=0)
     assert [(t.name, t.num_embeddings, t.embedding_dim) for t in layout.tables] == [
-        ("C1", 1000, 8), ("C2", 100, 8), ("tags", 50, 8)]
+        ("C1", 1000, 8),
+        ("C2", 100, 8),
+        ("tags", 50, 8),
+    ]
     assert layout.embedding_params() == 1150 * 8
-    assert layout.embedding_bytes("rowwise_adagrad") == {"weights": 1150 * 32, "optimizer_state": 1150 * 4,
-                                                         "total": 1150 * 36}
+    assert layout.embedding_bytes("rowwise_adagrad") == {
+        "weights": 1150 * 32,
+        "optimizer_state": 1150 * 4,
+        "total": 1150 * 36,
+    }
     ids = np.array([0, 1, 5])
     assert np.array_equal(layout.rows(0, ids, None), ids)  # vocab ids are the rows
 

@@ -6,9 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from ctr_tables import train_job_main
+from ctr_tables import SCHEMA_FLAGS, train_job_main
 
 from core.cli import run
+
+pytestmark = pytest.mark.slow  # trains through the job, spawned ranks, TorchDistributor
 
 KEYS = {"test_auc", "test_logloss", "embedding_params", "examples_per_second", "layout"}
 
@@ -18,17 +20,43 @@ def _run(tiny_tables, tmp_path, *flags):
     out = tmp_path / "metrics.json"
     tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "empty.yaml").write_text("{}\n")  # defaults in code only: no data/ paths from conf/local.yaml
-    code = run(train_job_main(), ["--config", str(tmp_path / "empty.yaml"), "--input", encoded, "--vocab", vocab,
-                                  "--metrics-out", str(out), "--batch-size", "32", "--embedding-dim", "8",
-                                  "--no-progress", "--set", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
-                                  *flags])
+    code = run(
+        train_job_main(),
+        [
+            "--config",
+            str(tmp_path / "empty.yaml"),
+            "--input",
+            encoded,
+            "--vocab",
+            vocab,
+            "--metrics-out",
+            str(out),
+            "--batch-size",
+            "32",
+            "--embedding-dim",
+            "8",
+            "--no-progress",
+            "--set",
+            f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            *SCHEMA_FLAGS,
+            *flags,
+        ],
+    )
     return code, (json.loads(out.read_text()) if out.exists() else None)
 
 
 def test_one_rank_trains_writes_metrics_and_exports(tiny_tables, tmp_path):
     # when
-    code, m = _run(tiny_tables, tmp_path, "--epochs", "3", "--export-path", str(tmp_path / "model.pt"),
-                   "--set", "train.split.kind=time")
+    code, m = _run(
+        tiny_tables,
+        tmp_path,
+        "--epochs",
+        "3",
+        "--export-path",
+        str(tmp_path / "model.pt"),
+        "--set",
+        "train.split.kind=time",
+    )
     # then
     assert code == 0 and KEYS <= set(m)
     assert m["layout"] == "vocab" and m["embedding_params"] == (40 + 12 + 9) * 8
@@ -38,20 +66,46 @@ def test_one_rank_trains_writes_metrics_and_exports(tiny_tables, tmp_path):
 
 
 def test_same_seed_gives_the_same_metrics(tiny_tables, tmp_path):
-    _, a = _run(tiny_tables, tmp_path / "a", "--max-steps", "5", "--set", "train.layout.kind=hashed",
-                "--set", "train.layout.total_rows=30")
-    _, b = _run(tiny_tables, tmp_path / "b", "--max-steps", "5", "--set", "train.layout.kind=hashed",
-                "--set", "train.layout.total_rows=30")
+    _, a = _run(
+        tiny_tables,
+        tmp_path / "a",
+        "--max-steps",
+        "5",
+        "--set",
+        "train.layout.kind=hashed",
+        "--set",
+        "train.layout.total_rows=30",
+    )
+    _, b = _run(
+        tiny_tables,
+        tmp_path / "b",
+        "--max-steps",
+        "5",
+        "--set",
+        "train.layout.kind=hashed",
+        "--set",
+        "train.layout.total_rows=30",
+    )
     assert a["test_logloss"] == b["test_logloss"] and a["tables"] == b["tables"]
     assert sum(n for n, _ in a["tables"].values()) <= 30 + 3 * 2
 
 
 @pytest.mark.slow
 def test_two_spawned_ranks_train_unified_embedding_with_dcn(tiny_tables, tmp_path):
-    code, m = _run(tiny_tables, tmp_path, "--world-size", "2", "--epochs", "2",
-                   "--set", "train.layout={kind: unified, total_rows: 48, chunks: {C1: 2}}",
-                   "--set", "train.model={kind: dcn, dense_arch: [16], over_arch: [16], cross_rank: 4}",
-                   "--sharding-types", "{'*': [column_wise]}")
+    code, m = _run(
+        tiny_tables,
+        tmp_path,
+        "--world-size",
+        "2",
+        "--epochs",
+        "2",
+        "--set",
+        "train.layout={kind: unified, total_rows: 48, chunks: {C1: 2}}",
+        "--set",
+        "train.model={kind: dcn, dense_arch: [16], over_arch: [16], cross_rank: 4}",
+        "--sharding-types",
+        "{'*': [column_wise]}",
+    )
     assert code == 0 and KEYS <= set(m)
     assert m["world_size"] == 2 and m["layout"] == "unified" and m["model"] == "dcn"
     assert m["tables"] == {"unified": [48, 8]} and m["feature_widths"] == {"C1": 16, "C2": 8, "tags": 8}
@@ -61,11 +115,12 @@ def test_two_spawned_ranks_train_unified_embedding_with_dcn(tiny_tables, tmp_pat
 
 @pytest.mark.slow
 def test_spark_torch_distributor_runs_two_ranks_in_local_mode(spark, tiny_tables, tmp_path):
-    from ctr_tables import train_config
+    from ctr_tables import train_setup
 
     from recsys.launch_spark import train_on_spark
 
-    cfg = train_config(*tiny_tables, world_size=2, launcher="spark", max_steps=4,
-                       metrics_out=str(tmp_path / "m.json"))
-    m = train_on_spark(cfg)
-    assert m["world_size"] == 2 and m["steps"] == 4 and KEYS <= set(m)
+    cfg, inputs = train_setup(
+        *tiny_tables, world_size=2, launcher="spark", max_steps=4, metrics_out=str(tmp_path / "m.json")
+    )
+    m = train_on_spark(cfg, inputs)
+    assert m.world_size == 2 and m.steps == 4 and KEYS <= set(m.model_dump())

@@ -9,7 +9,7 @@ from ctr_tables import train_config
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from core.train_config import UnifiedLayoutConfig
-from recsys.modules.ctr import PlainEmbeddingBags, build_model, pairwise_dots
+from recsys.modules.ctr import CTRModel, PlainEmbeddingBags, build_model, pairwise_dots
 from recsys.modules.layouts import make_layout
 
 SIZES = {"C1": 20, "C2": 10, "tags": 5}
@@ -17,7 +17,39 @@ SIZES = {"C1": 20, "C2": 10, "tags": 5}
 
 def test_pairwise_dots_is_the_upper_triangle_of_the_gram_matrix():
     v = torch.tensor([[[1.0, 0.0], [2.0, 3.0], [0.0, 1.0]]])  # (B=1, S=3, D=2)
-    assert pairwise_dots(v).tolist() == [[2.0, 0.0, 3.0]]     # (0,1), (0,2), (1,2)
+    assert pairwise_dots(v).tolist() == [[2.0, 0.0, 3.0]]  # (0,1), (0,2), (1,2)
+
+
+def tiny_model(kind: str) -> CTRModel:
+    from torchrec.modules.embedding_configs import EmbeddingBagConfig
+    from torchrec.modules.embedding_modules import EmbeddingBagCollection
+
+    tables = [EmbeddingBagConfig(name=k, feature_names=[k], num_embeddings=4, embedding_dim=2) for k in ("a", "b")]
+    return CTRModel(
+        ebc=EmbeddingBagCollection(tables=tables),
+        keys=["a", "b"],
+        embedding_dim=2,
+        num_dense_inputs=2,
+        interaction=kind,
+        dense_arch=[2],
+        over_arch=[4],
+        cross_rank=2,
+    )
+
+
+def test_dlrm_interaction_is_the_dense_vector_then_the_upper_triangle_of_the_gram_matrix():
+    # given the dense vector (1, 0) and pooled vectors (2, 3), (0, 1)
+    d, emb = torch.tensor([[1.0, 0.0]]), [torch.tensor([[2.0, 3.0]]), torch.tensor([[0.0, 1.0]])]
+    # then the over arch sees d, then the dots (d,a), (d,b), (a,b)
+    assert tiny_model("dlrm").interact(d, emb).tolist() == [[1.0, 0.0, 2.0, 0.0, 3.0]]
+
+
+def test_dcn_crosses_the_concatenation_of_the_dense_and_pooled_vectors():
+    model = tiny_model("dcn")
+    d, emb = torch.tensor([[1.0, 0.0]]), [torch.tensor([[2.0, 3.0]]), torch.tensor([[0.0, 1.0]])]
+    x = torch.tensor([[1.0, 0.0, 2.0, 3.0, 0.0, 1.0]])
+    assert torch.equal(model.interact(d, emb), model.interaction_arch(x))
+    assert model.interact(d, emb).shape == (1, 6)
 
 
 def _kjt(keys, batch_size=2):
@@ -31,7 +63,7 @@ def _kjt(keys, batch_size=2):
 @pytest.mark.parametrize("layout_cfg", [None, UnifiedLayoutConfig(total_rows=16, chunks={"C1": 3})])
 def test_models_map_a_batch_to_one_logit_per_row(kind, layout_cfg):
     model_cfg = {"kind": kind, "dense_arch": [8], "over_arch": [8]}
-    cfg = train_config("x", "y", model=model_cfg, **({"layout": layout_cfg} if layout_cfg else {}))
+    cfg = train_config(model=model_cfg, **({"layout": layout_cfg} if layout_cfg else {}))
     layout = make_layout(cfg.layout, list(SIZES), SIZES, cfg.embedding_dim, seed=0)
     model = build_model(cfg, layout, num_dense_inputs=4, seed=0)
     out = model(torch.ones(2, 4), _kjt(layout.keys))
@@ -39,7 +71,7 @@ def test_models_map_a_batch_to_one_logit_per_row(kind, layout_cfg):
 
 
 def test_same_seed_same_weights_other_seed_other_weights():
-    cfg = train_config("x", "y")
+    cfg = train_config()
     layout = make_layout(cfg.layout, list(SIZES), SIZES, cfg.embedding_dim, seed=0)
     a, b, c = (build_model(cfg, layout, 4, seed=s).state_dict() for s in (1, 1, 2))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -47,7 +79,7 @@ def test_same_seed_same_weights_other_seed_other_weights():
 
 
 def test_plain_embedding_bags_match_the_collection_for_the_same_weights():
-    cfg = train_config("x", "y")
+    cfg = train_config()
     layout = make_layout(cfg.layout, list(SIZES), SIZES, cfg.embedding_dim, seed=0)
     model = build_model(cfg, layout, 4, seed=0)
     plain = PlainEmbeddingBags(layout)
@@ -62,7 +94,7 @@ def test_plain_embedding_bags_match_the_collection_for_the_same_weights():
 
 @pytest.mark.parametrize("pooling", ["sum", "mean"])
 def test_a_bag_of_values_pools_as_configured_and_one_value_is_its_row(pooling):
-    cfg = train_config("x", "y", pooling=pooling)
+    cfg = train_config(pooling=pooling)
     layout = make_layout(cfg.layout, list(SIZES), SIZES, cfg.embedding_dim, seed=0)
     model = build_model(cfg, layout, 4, seed=0)
     pooled = model.ebc(_kjt(layout.keys)).to_dict()["tags"]  # row 0: [1]; row 1: [2, 3]

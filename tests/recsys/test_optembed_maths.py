@@ -42,12 +42,17 @@ def test_penalty_gradient_raises_thresholds_under_gradient_descent():
     assert (t > 0).all()
 
 
-def test_threshold_receives_gradient_through_the_row_mask():
-    weight = torch.tensor([[0.3, 0.3], [0.05, 0.05]], requires_grad=True)
+def test_the_row_mask_passes_the_reference_surrogate_gradient_to_rows_and_threshold():
+    # given rows whose mean |w| - t is 0.3, 0.05 (inside the bump), 0.7 (the 0.4 shelf) and 1.5 (beyond it)
+    weight = torch.tensor([[0.3, 0.3], [0.05, 0.05], [0.7, -0.7], [1.5, 1.5]], requires_grad=True)
     t = torch.zeros((), requires_grad=True)
-    (row_mask(weight, t) * torch.tensor([1.0, 1.0])).sum().backward()
-    assert t.grad is not None and t.grad.item() < 0      # raising t lowers the kept count
-    assert weight.grad.abs().sum() > 0
+    # when the kept count is differentiated
+    row_mask(weight, t).sum().backward()
+    # then d/dx = 2 - 4|x| (|x| <= 0.4), 0.4 (<= 1), 0 beyond; x = mean|w| - t, so d/dw = sign(w)/D * that
+    surrogate = torch.tensor([0.8, 1.8, 0.4, 0.0])
+    assert torch.allclose(t.grad, -surrogate.sum())  # raising t lowers the kept count
+    expected = surrogate[:, None] * torch.sign(weight.detach()) / 2
+    assert torch.allclose(weight.grad, expected)
 
 
 def test_prefix_masks_keep_exactly_the_first_width_columns():
@@ -63,7 +68,7 @@ def test_sampled_dim_masks_cover_every_width_and_are_seeded():
     widths = a.sum(-1)
     assert torch.equal(a, b)
     assert set(widths.unique().tolist()) == set(range(1, 9))
-    assert abs(widths.float().mean().item() - 4.5) < 0.2   # uniform over 1..8
+    assert abs(widths.float().mean().item() - 4.5) < 0.2  # uniform over 1..8
 
 
 def test_prune_remap_sends_pruned_ids_to_the_oov_row_and_keeps_order():
@@ -83,16 +88,18 @@ def test_round_width_rounds_up_to_multiples_of_four(width, expected):
 def test_search_finds_the_known_best_widths():
     # given a fitness that peaks at widths (8, 2, 5)
     target = np.array([8, 2, 5])
-    result = evolutionary_search(lambda w: -float(np.abs(w - target).sum()), 3, 8, lambda w: int(w.sum()),
-                                 generations=30, seed=0)
+    result = evolutionary_search(
+        lambda w: -float(np.abs(w - target).sum()), 3, 8, lambda w: int(w.sum()), generations=30, seed=0
+    )
     assert result.widths == (8, 2, 5)
-    assert result.history == sorted(result.history)          # the elite never gets worse
+    assert result.history == sorted(result.history)  # the elite never gets worse
 
 
 def test_search_respects_the_parameter_budget():
     # given a fitness that always prefers wider embeddings, and a budget of 10 parameters
-    result = evolutionary_search(lambda w: float(w.sum()), 3, 8, lambda w: int(w.sum()),
-                                 max_params=10, generations=15, seed=1)
+    result = evolutionary_search(
+        lambda w: float(w.sum()), 3, 8, lambda w: int(w.sum()), max_params=10, generations=15, seed=1
+    )
     assert result.num_params <= 10
     assert result.fitness == 10.0
 

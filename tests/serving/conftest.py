@@ -24,55 +24,85 @@ def raw_rows(num_rows: int = NUM_ROWS, seed: int = 0) -> list[dict]:
             c1 = f"rare-{i}"  # seen once: below vocab.min_count=2, so OOV (id 1)
         c2 = None if rng.random() < 0.1 else f"i{int(rng.integers(0, 10))}"
         k = int(rng.integers(0, 4))
-        tags = None if rng.random() < 0.1 else [None if rng.random() < 0.05 else f"t{int(rng.integers(0, 12))}"
-                                                  for _ in range(k)]
+        tags = (
+            None
+            if rng.random() < 0.1
+            else [None if rng.random() < 0.05 else f"t{int(rng.integers(0, 12))}" for _ in range(k)]
+        )
         i1 = None if rng.random() < 0.2 else float(rng.poisson(3.0))
         i2 = float(rng.poisson(10.0))
         good = c1 is not None and c1 in C1_VALUES and C1_VALUES.index(c1) % 2 == 0
         logit = (1.5 if good else -1.5) + 0.3 * (i1 or 0.0) - 1.0
         label = int(rng.random() < 1.0 / (1.0 + np.exp(-logit)))
-        rows.append({"event_id": i, "ts": dt.datetime(2026, 1, 1) + dt.timedelta(minutes=i), "I1": i1, "I2": i2,
-                     "C1": c1, "C2": c2, "tags": tags, "label": label})
+        rows.append(
+            {
+                "event_id": i,
+                "ts": dt.datetime(2026, 1, 1) + dt.timedelta(minutes=i),
+                "I1": i1,
+                "I2": i2,
+                "C1": c1,
+                "C2": c2,
+                "tags": tags,
+                "label": label,
+            }
+        )
     return rows
 
 
-RAW_SCHEMA = ("event_id long, ts timestamp, I1 double, I2 double, C1 string, C2 string, "
-              "tags array<string>, label int")
+SCHEMA = {"dense": ["I1", "I2"], "categorical": ["C1", "C2", "tags"]}  # the catalog's schema block for these rows
+RAW_SCHEMA = "event_id long, ts timestamp, I1 double, I2 double, C1 string, C2 string, tags array<string>, label int"
 
 
 @pytest.fixture(scope="session")
 def pipeline_tables(spark, tmp_path_factory):
-    """Paths of the raw click log, its vocabulary and the encoded table, written by the real stages."""
+    """Paths of the raw click log, its vocabulary and the encoded table, written by the real stages (+ the schema)."""
     from core.config import PipelineConfig
     from embeddings.io import write_delta
-    from embeddings.stages import run_encode, run_vocab
+    from embeddings.runner import run_stage
+    from embeddings.stages import ENCODE, VOCAB
 
     root = tmp_path_factory.mktemp("serving")
     paths = {"raw": str(root / "raw"), "vocab": str(root / "vocab"), "encoded": str(root / "encoded")}
     write_delta(spark.createDataFrame(raw_rows(), RAW_SCHEMA).repartition(2), paths["raw"])
-    features = ["C1", "C2", "tags"]
-    cfg = PipelineConfig.model_validate({
-        "mlflow": {"enabled": False}, "quality": {"enabled": False},
-        "vocab": {"input": paths["raw"], "features": features, "min_count": 2, "output": paths["vocab"]},
-        "encode": {"input": paths["raw"], "vocab": paths["vocab"], "features": features, "output": paths["encoded"]},
-    })
-    run_vocab(spark, cfg)
-    run_encode(spark, cfg)
-    return paths
+    cfg = PipelineConfig.model_validate(
+        {
+            "mlflow": {"enabled": False},
+            "quality": {"enabled": False},
+            "schema": SCHEMA,
+            "vocab": {"min_count": 2},
+            "tables": {
+                "clicks": {"path": paths["raw"]},
+                "vocab": {"path": paths["vocab"]},
+                "encoded": {"path": paths["encoded"]},
+            },
+        }
+    )
+    run_stage(spark, cfg, VOCAB)
+    run_stage(spark, cfg, ENCODE)
+    return {**paths, "schema": SCHEMA}
 
 
 def train(paths: dict, out, layout: dict | None = None, **overrides) -> dict:
     """Train a small DLRM on the encoded table; returns its metrics (export + metrics JSON under ``out``)."""
-    from core.train_config import TrainConfig
+    from core.train_config import TrainConfig, TrainInputs
     from recsys.train import run_training
 
     out.mkdir(parents=True, exist_ok=True)
-    cfg = TrainConfig.model_validate({
-        "input": paths["encoded"], "vocab": paths["vocab"], "batch_size": 32, "eval_batch_size": 64,
-        "embedding_dim": 8, "epochs": 3, "progress": False, "layout": layout or {"kind": "vocab"},
-        "model": {"kind": "dlrm", "dense_arch": [16], "over_arch": [16]},
-        "export_path": str(out / "model.pt"), "metrics_out": str(out / "metrics.json"), **overrides})
-    return run_training(cfg)
+    cfg = TrainConfig.model_validate(
+        {
+            "batch_size": 32,
+            "eval_batch_size": 64,
+            "embedding_dim": 8,
+            "epochs": 3,
+            "progress": False,
+            "layout": layout or {"kind": "vocab"},
+            "model": {"kind": "dlrm", "dense_arch": [16], "over_arch": [16]},
+            "export_path": str(out / "model.pt"),
+            "metrics_out": str(out / "metrics.json"),
+            **overrides,
+        }
+    )
+    return run_training(cfg, TrainInputs(encoded=paths["encoded"], vocab=paths["vocab"]))
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +118,8 @@ def negated_copy(export_path: str, out_path: str) -> str:
 
     payload = torch.load(export_path, map_location="cpu", weights_only=False)
     state = payload["state_dict"]
-    state["head.weight"] = -state["head.weight"]
-    state["head.bias"] = -state["head.bias"]
+    head = "over_arch.model.1"  # OverArch's last Linear: the logit
+    state[f"{head}.weight"] = -state[f"{head}.weight"]
+    state[f"{head}.bias"] = -state[f"{head}.bias"]
     torch.save(payload, out_path)
     return out_path

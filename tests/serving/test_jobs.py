@@ -14,6 +14,8 @@ import yaml
 
 from core.cli import run
 
+pytestmark = pytest.mark.slow  # train -> promote -> Spark scoring end to end
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -33,11 +35,21 @@ def jobs_run(pipeline_tables, tmp_path_factory):
         "spark": {"master": "local[2]", "shuffle_partitions": 2, "checkpoint_dir": str(root / "checkpoints")},
         "mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "registered_model": "ctr_jobs"},
         "quality": {"output": str(root / "quality"), "data_docs": False},
-        "encode": {"input": pipeline_tables["raw"]},
-        "train": {"input": pipeline_tables["encoded"], "vocab": pipeline_tables["vocab"], "batch_size": 32,
-                  "embedding_dim": 8, "epochs": 2, "progress": False,
-                  "model": {"kind": "dlrm", "dense_arch": [16], "over_arch": [16]},
-                  "export_path": str(root / "model.pt"), "metrics_out": str(root / "metrics.json")},
+        "tables": {
+            "clicks": {"path": pipeline_tables["raw"]},
+            "vocab": {"path": pipeline_tables["vocab"]},
+            "encoded": {"path": pipeline_tables["encoded"]},
+        },
+        "schema": pipeline_tables["schema"],
+        "train": {
+            "batch_size": 32,
+            "embedding_dim": 8,
+            "epochs": 2,
+            "progress": False,
+            "model": {"kind": "dlrm", "dense_arch": [16], "over_arch": [16]},
+            "export_path": str(root / "model.pt"),
+            "metrics_out": str(root / "metrics.json"),
+        },
     }
     (root / "conf.yaml").write_text(yaml.safe_dump(conf))
     args = ["--config", str(root / "conf.yaml")]
@@ -62,9 +74,11 @@ def test_train_job_logs_metrics_curves_plan_and_lineage(jobs_run):
     assert len(history) == metrics["steps"] and len(metrics["loss_history"]) == metrics["steps"]
     artifacts = {a.path for folder in ("plots", "ctr") for a in client.list_artifacts(run_.info.run_id, folder)}
     assert {"plots/training_curves.png", "ctr/metrics.json", "ctr/sharding_plan.json"} <= artifacts
-    assert run_.data.params["input.encoded.delta_version"] == "0" and run_.data.params["input.vocab.delta_version"] == "0"
-    assert run_.data.params["input.events.path"].endswith("raw")
-    assert run_.data.params["epochs"] == "2"
+    assert (
+        run_.data.params["input.encoded.delta_version"] == "0" and run_.data.params["input.vocab.delta_version"] == "0"
+    )
+    assert run_.data.params["input.clicks.path"].endswith("raw")
+    assert run_.data.params["train.epochs"] == "2"
 
 
 def test_promote_job_registers_first_version_as_champion(jobs_run):
@@ -88,8 +102,10 @@ def test_score_job_writes_probabilities_of_the_champion(jobs_run, pipeline_table
 
     out = str(jobs_run["root"] / "scores")
     # when
-    code = run(job_main("score"), [*jobs_run["args"], "--model", "models:/ctr_jobs@champion",
-                                   "--input", pipeline_tables["raw"], "--output", out])
+    code = run(
+        job_main("score"),
+        [*jobs_run["args"], "--model", "models:/ctr_jobs@champion", "--input", pipeline_tables["raw"], "--output", out],
+    )
     # then: (event_id, probability) for every raw row, equal to the pyfunc in plain Python
     assert code == 0
     scores = DeltaTable(out).to_pyarrow_table().sort_by("event_id")
@@ -101,8 +117,10 @@ def test_score_job_writes_probabilities_of_the_champion(jobs_run, pipeline_table
     assert json.loads(DeltaTable(out).history(1)[0]["userMetadata"])["model"] == "models:/ctr_jobs/1"
 
     # when: the alias does not exist
-    code = run(job_main("score"), [*jobs_run["args"], "--model", "models:/ctr_jobs@nope",
-                                   "--input", pipeline_tables["raw"], "--output", out])
+    code = run(
+        job_main("score"),
+        [*jobs_run["args"], "--model", "models:/ctr_jobs@nope", "--input", pipeline_tables["raw"], "--output", out],
+    )
     # then: exit code 2, and the previous output is intact
     assert code == 2 and DeltaTable(out).version() == 0
 
@@ -110,10 +128,12 @@ def test_score_job_writes_probabilities_of_the_champion(jobs_run, pipeline_table
 def test_pyspark_imports_and_runs_in_the_installed_environment(spark):
     # The pyspark/pyspark-client trap (../shared/ENVIRONMENT.md): pyspark-client writes into the same
     # pyspark/ folder, so a fresh interpreter must import the full package at its own version ...
-    code = ("import importlib.metadata as md, pyspark\n"
-            "assert pyspark.__version__ == md.version('pyspark'), (pyspark.__version__, md.version('pyspark'))\n"
-            "from pyspark.ml.torch.distributor import TorchDistributor\n"
-            "from pyspark.sql import SparkSession, functions\n")
+    code = (
+        "import importlib.metadata as md, pyspark\n"
+        "assert pyspark.__version__ == md.version('pyspark'), (pyspark.__version__, md.version('pyspark'))\n"
+        "from pyspark.ml.torch.distributor import TorchDistributor\n"
+        "from pyspark.sql import SparkSession, functions\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     # ... and a local SparkSession (with Delta) from this environment runs a job.

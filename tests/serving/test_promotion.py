@@ -8,12 +8,14 @@ from conftest import negated_copy
 
 from recsys.registry import should_promote
 
+pytestmark = pytest.mark.slow  # trains models and registers them (sqlite and a real mlflow server)
+
 
 def test_rule_promotes_within_tolerance_and_rejects_below_it():
     assert should_promote(0.70, None, 0.002) == (True, "no champion yet")
-    assert should_promote(0.7990, 0.8000, 0.002)[0] is True     # worse, but within the tolerance
-    assert should_promote(0.8000, 0.8000, 0.0)[0] is True       # equal is enough
-    assert should_promote(0.7970, 0.8000, 0.002)[0] is False    # below champion - tolerance
+    assert should_promote(0.7990, 0.8000, 0.002)[0] is True  # worse, but within the tolerance
+    assert should_promote(0.8000, 0.8000, 0.0)[0] is True  # equal is enough
+    assert should_promote(0.7970, 0.8000, 0.002)[0] is False  # below champion - tolerance
 
 
 @pytest.fixture(params=["sqlite", "server"])
@@ -21,8 +23,12 @@ def tracking(request, tmp_path):
     """An MlflowConfig pointing at a sqlite file in tmp, or at the session's real mlflow server."""
     from core.config import MlflowConfig
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}" if request.param == "sqlite" else request.getfixturevalue("mlflow_server")
-    return MlflowConfig(tracking_uri=uri, experiment=f"promotion-{request.param}", registered_model=f"ctr_{request.param}")
+    uri = (
+        f"sqlite:///{tmp_path / 'mlflow.db'}" if request.param == "sqlite" else request.getfixturevalue("mlflow_server")
+    )
+    return MlflowConfig(
+        tracking_uri=uri, experiment=f"promotion-{request.param}", registered_model=f"ctr_{request.param}"
+    )
 
 
 def _promote(cfg, export: str, metrics: dict, tables: dict):
@@ -30,9 +36,16 @@ def _promote(cfg, export: str, metrics: dict, tables: dict):
     from recsys.registry import register_and_promote
 
     with mlflow_run(cfg, "promote") as run:
-        decision = register_and_promote(export, metrics, raw_path=tables["raw"], raw_version=0,
-                                        vocab_path=tables["vocab"], vocab_version=0,
-                                        registered_model=cfg.registered_model, tolerance=cfg.promotion_tolerance)
+        decision = register_and_promote(
+            export,
+            metrics,
+            raw_path=tables["raw"],
+            raw_version=0,
+            vocab_path=tables["vocab"],
+            vocab_version=0,
+            registered_model=cfg.registered_model,
+            tolerance=cfg.promotion_tolerance,
+        )
     return decision, run.info.run_id
 
 
@@ -74,5 +87,65 @@ def test_first_version_is_champion_worse_is_not_equal_is(tracking, pipeline_tabl
     assert run.data.metrics["promotion.challenger_test_auc"] == pytest.approx(second.challenger_auc)
     assert run.data.metrics["promotion.champion_test_auc"] == pytest.approx(second.champion_auc)
     tags = client.get_model_version(name, "2").tags
-    assert tags["promotion.decision"] == "rejected" and float(tags["promotion.champion_test_auc"]) == second.champion_auc
-    assert not client.get_model_version(name, "3").current_stage or client.get_model_version(name, "3").current_stage == "None"
+    assert (
+        tags["promotion.decision"] == "rejected" and float(tags["promotion.champion_test_auc"]) == second.champion_auc
+    )
+    assert (
+        not client.get_model_version(name, "3").current_stage
+        or client.get_model_version(name, "3").current_stage == "None"
+    )
+
+
+def test_a_time_split_run_is_judged_on_the_raw_rows_after_its_test_start(pipeline_tables, tmp_path):
+    # given a model trained with a time split (the last 20% of rows by ts are test rows)
+    import datetime as dt
+
+    from conftest import train
+    from deltalake import DeltaTable
+
+    from core.config import MlflowConfig
+
+    metrics = train(pipeline_tables, tmp_path / "ctr", split={"kind": "time"}, epochs=1)
+    cfg = MlflowConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", registered_model="ctr_time")
+    # when it is promoted
+    decision, _ = _promote(cfg, str(tmp_path / "ctr" / "model.pt"), metrics, pipeline_tables)
+    # then the test rows are exactly the raw rows at or after the recorded test start
+    start = dt.datetime.fromisoformat(metrics.split.test_start).replace(tzinfo=dt.UTC)  # Delta: UTC
+    raw = DeltaTable(pipeline_tables["raw"]).to_pandas()
+    assert decision.test_rows == int((raw["ts"] >= start).sum()) == metrics.test_rows
+    assert decision.promoted and decision.champion_version is None
+
+
+def test_a_champion_that_cannot_score_the_new_rows_gives_way_saying_why(pipeline_tables, trained_vocab, tmp_path):
+    # given a champion that reads I1 and I2
+    from mlflow import MlflowClient
+
+    from core.config import MlflowConfig
+    from core.train_config import TrainConfig, TrainInputs
+    from recsys.train import run_training
+
+    cfg = MlflowConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", registered_model="ctr_schema")
+    metrics, export = trained_vocab
+    assert _promote(cfg, export, metrics, pipeline_tables)[0].promoted
+    # and a new model trained without I2, so its test rows have no I2 column
+    out = tmp_path / "no_i2"
+    new_cfg = TrainConfig(
+        batch_size=32, eval_batch_size=64, embedding_dim=8, epochs=1, progress=False, export_path=str(out / "model.pt")
+    )
+    new = run_training(
+        new_cfg,
+        TrainInputs(
+            encoded=pipeline_tables["encoded"],
+            vocab=pipeline_tables["vocab"],
+            dense=["I1"],
+            sparse=["C1", "C2", "tags"],
+        ),
+    )
+    # when it is promoted
+    decision, _ = _promote(cfg, str(out / "model.pt"), new, pipeline_tables)
+    # then the old champion could not be scored, the new one takes champion, and the reason says so
+    assert decision.promoted and decision.champion_version == "1" and decision.champion_auc is None
+    assert decision.reason.startswith("champion v1 cannot score this run's test rows")
+    assert "I2" in decision.reason
+    client = MlflowClient(tracking_uri=cfg.tracking_uri)
+    assert str(client.get_model_version_by_alias("ctr_schema", "champion").version) == "2"

@@ -11,6 +11,8 @@ from core.encoding import spark_xxhash64
 from recsys.data.features import FeatureSpec
 from recsys.serving import RawFeatureEncoder
 
+pytestmark = pytest.mark.slow  # trains models and scores them through MLflow
+
 
 def _register(tmp_path, export_path: str, metrics: dict, tables: dict, name: str):
     import mlflow
@@ -21,9 +23,16 @@ def _register(tmp_path, export_path: str, metrics: dict, tables: dict, name: str
 
     cfg = MlflowConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="serving-tests")
     with mlflow_run(cfg, "promote"):
-        decision = register_and_promote(export_path, metrics, raw_path=tables["raw"], raw_version=None,
-                                        vocab_path=tables["vocab"], vocab_version=None, registered_model=name,
-                                        tolerance=0.002)
+        decision = register_and_promote(
+            export_path,
+            metrics,
+            raw_path=tables["raw"],
+            raw_version=None,
+            vocab_path=tables["vocab"],
+            vocab_version=None,
+            registered_model=name,
+            tolerance=0.002,
+        )
     return mlflow.get_tracking_uri(), decision
 
 
@@ -47,8 +56,13 @@ def test_unseen_value_maps_to_oov_and_null_to_missing():
     # given: a vocabulary with C1 {'a': 2, 'b': 3} and tags {'x': 2}
     vocab = pa.table({"feature": ["C1", "C1", "tags"], "value": ["a", "b", "x"], "id": pa.array([2, 3, 2], pa.int32())})
     spec = FeatureSpec(dense=("I1",), sparse=("C1", "tags"), multi_valued=frozenset({"tags"}))
-    raw = pa.table({"I1": [1.0, None, 3.0], "C1": ["b", "zzz", None],
-                    "tags": pa.array([["x", "new", None], None, []], pa.list_(pa.string()))})
+    raw = pa.table(
+        {
+            "I1": [1.0, None, 3.0],
+            "C1": ["b", "zzz", None],
+            "tags": pa.array([["x", "new", None], None, []], pa.list_(pa.string())),
+        }
+    )
     # when
     out = RawFeatureEncoder.from_table(vocab, spec, with_hash=True).encode(raw)
     # then
@@ -80,8 +94,9 @@ def _read_vocab(path: str) -> pa.Table:
 
 
 @pytest.mark.parametrize("layout", ["vocab", "hashed"])
-def test_champion_pyfunc_scores_raw_rows_like_the_trainers_model(layout, pipeline_tables, trained_vocab,
-                                                                  tmp_path, tmp_path_factory):
+def test_champion_pyfunc_scores_raw_rows_like_the_trainers_model(
+    layout, pipeline_tables, trained_vocab, tmp_path, tmp_path_factory
+):
     # given: a trained model, registered (so it is champion), and the raw + encoded rows
     import mlflow
 
@@ -92,7 +107,10 @@ def test_champion_pyfunc_scores_raw_rows_like_the_trainers_model(layout, pipelin
         metrics, export = trained_vocab
     else:
         out = tmp_path_factory.mktemp("ctr_hashed")
-        metrics, export = train(pipeline_tables, out, {"kind": "hashed", "total_rows": 40}, epochs=1), str(out / "model.pt")
+        metrics, export = (
+            train(pipeline_tables, out, {"kind": "hashed", "total_rows": 40}, epochs=1),
+            str(out / "model.pt"),
+        )
     _, decision = _register(tmp_path, export, metrics, pipeline_tables, name=f"ctr_{layout}")
     raw, encoded = _read(pipeline_tables["raw"]), _read(pipeline_tables["encoded"])
     # when
@@ -104,7 +122,7 @@ def test_champion_pyfunc_scores_raw_rows_like_the_trainers_model(layout, pipelin
     assert names == ["I1", "I2", "C1", "C2", "tags"]
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
     # the registry's test AUC (raw test rows through the pyfunc) is the trainer's own test AUC
-    assert decision.promoted and decision.challenger_auc == pytest.approx(metrics["test_auc"], abs=1e-6)
-    assert decision.test_rows == metrics["test_rows"]
+    assert decision.promoted and decision.challenger_auc == pytest.approx(metrics.test_auc, abs=1e-6)
+    assert decision.test_rows == metrics.test_rows
     info = mlflow.models.get_model_info(f"models:/ctr_{layout}@champion")
     assert info.saved_input_example_info is not None

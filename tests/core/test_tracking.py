@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 
-import pandas as pd
 import pytest
 
 from core.cli import run
@@ -20,7 +19,7 @@ def sqlite_uri(tmp_path_factory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('sqlite_store') / 'mlflow.db'}"
 
 
-@pytest.fixture(params=["sqlite", "server"])
+@pytest.fixture(params=["sqlite", pytest.param("server", marks=pytest.mark.slow)])
 def mlflow_cfg(request, monkeypatch) -> MlflowConfig:
     """MLflow config for a sqlite file in tmp, or for the session's real tracking server."""
     monkeypatch.delenv(PARENT_RUN_ENV, raising=False)
@@ -41,7 +40,7 @@ def test_flatten_params_gives_dotted_keys_and_json_lists():
     params = flatten_params(cfg)
     # then sections become dotted keys and lists JSON text
     assert params["fastrp.dim"] == "128"
-    assert params["quality.dense_cols"] == '["I1", "I2", "I3", "I4", "I5", "I6"]'
+    assert params["schema.dense"] == '["I1", "I2", "I3", "I4", "I5", "I6"]'
     assert params["mlflow.enabled"] == "true"
     assert all(isinstance(v, str) for v in params.values())
 
@@ -58,7 +57,7 @@ def test_stage_run_logs_flattened_config_and_stage_tag(mlflow_cfg):
     assert logged.info.run_name == "build_vocab"
     assert logged.data.tags["pipeline.stage"] == "build_vocab"
     assert logged.data.params["fastrp.dim"] == "128"
-    assert logged.data.params["vocab.output"] == "data/vocab"
+    assert logged.data.params["tables.vocab.path"] == "vocab"
     assert len(logged.data.params) == len(flatten_params(cfg))
 
 
@@ -113,10 +112,11 @@ def test_delta_tables_are_logged_as_lineage(mlflow_cfg, tmp_path):
     assert tags["mlflow.data.context"] == "output" and tags["delta_version"] == "0"
 
 
-def test_quality_results_are_logged_as_artifacts_and_metrics(mlflow_cfg, tmp_path):
+@pytest.mark.slow  # a Great Expectations validation
+def test_quality_results_are_logged_as_artifacts_and_metrics(spark, mlflow_cfg, tmp_path):
     # given a passed gate whose evidence sits in the quality folder
     quality = QualityConfig(output=str(tmp_path / "quality"))
-    report = gate(pd.DataFrame({"probability": [0.1, 0.9]}), "scores", quality)
+    report = gate(spark.createDataFrame([(0.1,), (0.9,)], "probability double"), "scores", quality)
     # when the folder is logged inside a run
     with mlflow_run(mlflow_cfg, "score") as active:
         logged_suites = log_quality_results(quality.output)
@@ -133,10 +133,11 @@ def test_quality_results_are_logged_as_artifacts_and_metrics(mlflow_cfg, tmp_pat
     assert metrics["quality.scores.failed"] == 0.0
 
 
-def test_failed_gate_fails_the_run_and_keeps_its_evidence(mlflow_cfg, tmp_path):
+@pytest.mark.slow  # a Great Expectations validation
+def test_failed_gate_fails_the_run_and_keeps_its_evidence(spark, mlflow_cfg, tmp_path):
     # given scores outside [0, 1]
     quality = QualityConfig(output=str(tmp_path / "quality"))
-    bad = pd.DataFrame({"probability": [0.5, 1.5]})
+    bad = spark.createDataFrame([(0.5,), (1.5,)], "probability double")
     # when a stage gates them inside its run
     with pytest.raises(DataQualityError, match="scores"):
         with mlflow_run(mlflow_cfg, "score") as active:
@@ -150,10 +151,15 @@ def test_failed_gate_fails_the_run_and_keeps_its_evidence(mlflow_cfg, tmp_path):
     assert "quality/scores/result.json" in {a.path for a in c.list_artifacts(active.info.run_id, "quality/scores")}
 
 
-def test_a_failed_gate_exits_a_job_with_code_2(tmp_path, capsys):
+@pytest.mark.slow  # a Great Expectations validation
+def test_a_failed_gate_exits_a_job_with_code_2(spark, tmp_path, capsys):
     # given a job whose gate fails
     def main(argv):
-        gate(pd.DataFrame({"probability": [float("nan")]}), "scores", QualityConfig(output=str(tmp_path)))
+        gate(
+            spark.createDataFrame([(float("nan"),)], "probability double"),
+            "scores",
+            QualityConfig(output=str(tmp_path)),
+        )
         return 0
 
     # when run through the job runner, then it exits 2 and names the suite and column

@@ -1,0 +1,467 @@
+"""FastRP engine on Spark: block-sparse propagation over block-partitioned RDDs, identical output for any partitioning.
+
+The maths lives in :mod:`embeddings.fastrp`; this module only moves blocks around. Layout:
+
+* nodes ``(node, block, idx)``: block = key(node) mod B, B = ceil(N / block_size) (block_size by
+  default from N and D only: blocks of <= 256 MiB of float32 X); idx = rank of the id inside its
+  block. Both depend on the ids alone, never on partitions, cluster size or arrival order.
+* edge blocks ``(col_block b, row_block a, CSR of P_ab)``: built without joins; edges leave their
+  partitions as binary payloads per column block, get their ranks in two cogroups with the node
+  table, and each row block's CSR slices and degrees are built from edges sorted by (b, i, j, w),
+  so degrees and duplicate sums are computed in one fixed order.
+* iterations run on RDDs keyed by block and partitioned by :func:`block_partition`: P (one record
+  per column block) and the state (X_k, E_k, ids; one record per block, float32) never move. One
+  iteration is one shuffle: the non-empty row chunks of the partial products P_ab X_b go to their
+  row block a, where they meet the block's state (a co-partitioned union, no shuffle); each chunk is
+  summed in b order as its partials arrive (so the bits do not depend on arrival order), then
+  X_k and E_k = E_{k-1} + alpha_k l2rows(X_k) are computed in the same task. Each state is persisted
+  and checkpointed (reliable RDD checkpoints in the run's folder by default, ``checkpoint: local``
+  for executor-local ones), so the lineage stays one iteration long.
+
+The driver only sees counts, per-block sizes, the numbers of the row chunks each slice P_ab
+touches, and one moment triple (count, mean, M2) per block for standardisation. Node ids: string
+or integral (byte/short/int/long), the output keeps the input type. Duplicate edges add their
+weights; an undirected self loop counts once; nodes with no out-edges (including nodes whose only
+edges are self loops of weight 0, or sinks of a directed graph) propagate nothing and get
+sigma * l2rows(R) (zero when ``self_influence`` is 0). Nodes absent from the edge table are not
+embedded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+from pyspark import RDD, StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from embeddings import fastrp as fr
+from embeddings.fastrp_layout import (
+    OUT_CHUNK_SCHEMA,
+    block_inputs,
+    distinct_nodes,
+    edge_blocks,
+    index_nodes,
+    row_chunks,
+)
+
+log = logging.getLogger(__name__)
+
+STORE = np.float32  # dtype of X, E and partial products between stages
+
+
+class Workdir:
+    """A per-run folder under the checkpoint dir; parquet writes here cut the lineage."""
+
+    def __init__(self, spark: SparkSession, checkpoint_dir: str):
+        self.spark = spark
+        self.path = f"{checkpoint_dir.rstrip('/')}/fastrp-{uuid.uuid4().hex[:12]}"
+
+    def save(self, df: DataFrame, name: str) -> DataFrame:
+        path = f"{self.path}/{name}"
+        df.write.mode("overwrite").parquet(path)
+        return self.spark.read.parquet(path)
+
+    def delete(self, name: str | None = None) -> None:
+        """Delete the run folder, a name inside it, or a full path (a checkpoint file)."""
+        jvm = self.spark.sparkContext._jvm
+        full = self.path if name is None else (name if ":" in name or name.startswith("/") else f"{self.path}/{name}")
+        path = jvm.org.apache.hadoop.fs.Path(full)
+        fs = path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
+        fs.delete(path, True)
+
+
+# --------------------------------------------------------------------------- block RDDs
+#
+# From here on every dataset is an RDD keyed by block id (or by a tuple whose first element is the
+# block id) and partitioned by :func:`block_partition`, so P and the state stay where they are and
+# only the partial products P_ab X_b cross the network: one shuffle per iteration.
+
+
+def block_partition(key) -> int:
+    """The partition function of every keyed RDD here: the block id, ``key`` or ``key[0]``."""
+    return int(key[0]) if isinstance(key, tuple) else int(key)
+
+
+def zip_blocks(left, right, num_partitions: int, is_left: Callable[[object], bool]):
+    """``(block, (left value | None, right value | None))`` of two RDDs keyed and partitioned by block.
+
+    Both sides share the partitioner, so Spark unions them partition by partition (no shuffle) and
+    ``is_left(value)`` tells the sides apart (no tagging pass). If Spark ever could not, they are
+    shuffled by block first, which gives the same pairs.
+    """
+    union = _copartitioned_union(left, right, num_partitions)
+
+    def pair(records: Iterator) -> Iterator:
+        merged: dict = {}
+        for key, value in records:
+            merged.setdefault(key, [None, None])[0 if is_left(value) else 1] = value
+        for key in sorted(merged):
+            yield key, tuple(merged.pop(key))
+
+    return union.mapPartitions(pair, preservesPartitioning=True)
+
+
+def _copartitioned_union(left, right, num_partitions: int):
+    """Partition i of ``left`` then partition i of ``right`` (no shuffle when both are partitioned by block).
+
+    A shuffle's output (``partitionBy``) and a cached RDD carry different but wire-compatible
+    pickle deserializers (batched lists of pickled records), and ``RDD.union`` would then re-pickle
+    both sides through identity maps: Python workers nested inside the consumer's worker, which is
+    slower and can deadlock Spark 4's single-threaded Python I/O. So the JVM union is used directly
+    whenever both sides are batched pickles.
+    """
+    from pyspark import RDD
+    from pyspark.serializers import BatchedSerializer, CPickleSerializer
+
+    def batched_pickle(rdd) -> bool:
+        d = rdd._jrdd_deserializer
+        return isinstance(d, BatchedSerializer) and isinstance(d.serializer, CPickleSerializer)
+
+    if batched_pickle(left) and batched_pickle(right):
+        union = RDD(left._jrdd.union(right._jrdd), left.ctx, left._jrdd_deserializer)
+        if left.partitioner == right.partitioner and union.getNumPartitions() == num_partitions:
+            union.partitioner = left.partitioner
+    else:
+        union = left.union(right)
+    if union.getNumPartitions() != num_partitions:  # not co-partitioned: shuffle (same result, slower)
+        log.warning("fastrp: block RDDs are not co-partitioned; shuffling them by block")
+        union = union.partitionBy(num_partitions, block_partition)
+    return union
+
+
+def _is_list(value) -> bool:
+    return isinstance(value, list)
+
+
+def initial_rdds(block_rows: DataFrame, params: fr.FastRPParams, num_partitions: int):
+    """The state ``(block, (X_0, E_0, ids))``, partitioned by block: X_0 = diag(deg^beta) R, E_0 = sigma l2rows(R).
+
+    R comes from (seed, node id), so each block's X_0 and E_0 (float32 (n_b, D)) are computed in
+    the task that caches them from the rows of :func:`block_inputs` (ids and degrees only).
+    """
+
+    def state(value) -> tuple:
+        ids, degree = pickle.loads(value[0]), np.frombuffer(value[1], dtype=np.float64)
+        r = fr.random_projection(fr.node_keys(ids), params.dim, params.sparsity, params.seed)  # (n_b, D)
+        x0, e0 = fr.initial_state(r, degree, params.normalization_strength, params.self_influence)
+        return x0.astype(STORE), e0.astype(STORE), ids
+
+    return (
+        block_rows.rdd.map(lambda r: (r["block"], (bytes(r["ids"]), bytes(r["degree"]))))
+        .partitionBy(num_partitions, block_partition)
+        .mapValues(state)
+    )
+
+
+def p_rdd(p_blocks: DataFrame, num_partitions: int, block_sizes: dict[int, int]):
+    """``(b, [(a, P_ab as CSR parts), ...] sorted by a)``: the column block b's slices of P, one record per b."""
+
+    def parts(r) -> tuple:
+        return (
+            r["b"],
+            (
+                r["a"],
+                np.frombuffer(r["indptr"], dtype=np.int64),
+                np.frombuffer(r["indices"], dtype=np.int32),
+                np.frombuffer(r["data"], dtype=np.float64),
+            ),
+        )
+
+    return (
+        p_blocks.rdd.map(parts)
+        .groupByKey(num_partitions, block_partition)
+        .mapValues(lambda slices: sorted(slices, key=lambda s: s[0]))
+    )
+
+
+def nonempty_chunks(indptr: np.ndarray, n_rows: int, chunk_rows: int) -> list[int]:
+    """Row chunks of a CSR slice that hold at least one entry (the only partials sent for it)."""
+    return [
+        c for c in row_chunks(n_rows, chunk_rows) if indptr[min((c + 1) * chunk_rows, n_rows)] > indptr[c * chunk_rows]
+    ]
+
+
+def expected_partials(p: "RDD", block_sizes: dict[int, int], chunk_rows: int) -> dict[tuple[int, int], list[int]]:
+    """``(a, chunk) -> sorted column blocks b`` that send a partial for that chunk (static: P never changes).
+
+    The driver gets one small list per slice P_ab (chunk numbers, not the graph); the reducers use
+    it to add each chunk's partials in b order as soon as they can, without sorting or spilling.
+    """
+
+    def chunk_lists(item) -> Iterator:
+        b, slices = item
+        for a, indptr, _indices, _data in slices:
+            yield a, b, nonempty_chunks(indptr, block_sizes[a], chunk_rows)
+
+    expected: dict[tuple[int, int], list[int]] = {}
+    for a, b, chunks in sorted(p.flatMap(chunk_lists).collect()):
+        for c in chunks:
+            expected.setdefault((a, c), []).append(b)
+    return expected
+
+
+def iterate(
+    p: "RDD",
+    state: "RDD",
+    expected: dict,
+    weight: float,
+    params: fr.FastRPParams,
+    block_sizes: dict[int, int],
+    chunk_rows: int,
+    num_partitions: int,
+    last: bool = False,
+) -> "RDD":
+    """One FastRP iteration: ``(block, (X_{k-1}, E_{k-1}, ids))`` -> ``(block, (X_k, E_k, ids))``, one shuffle.
+
+    Map side: each column block b multiplies its slices P_ab by X_b (float64) and sends the
+    non-empty row chunks of each product (float32) to row block a. Reduce side: the partials meet
+    the state of block a (co-partitioned, no shuffle); each chunk is summed in the order of
+    ``expected[(a, chunk)]`` (b ascending) as soon as its next partial is there, so the bits never
+    depend on arrival order and nothing is sorted or spilled. Then X_k = P X_{k-1} (gds: its
+    L2-normalised rows) and E_k = E_{k-1} + alpha_k l2rows(X_k) (gds: + alpha_k X_k), next to the
+    data they need. Memory per task: its blocks' state, one float64 accumulator per block and the
+    partials that arrived ahead of their turn. The ``last`` iteration keeps no X (nothing reads it).
+    """
+    dim, variant = params.dim, params.variant
+
+    def multiply(item) -> Iterator:
+        import scipy.sparse as sp
+
+        b, (slices, state_b) = item
+        if slices is None or state_b is None:
+            return
+        x_b = state_b[0].astype(np.float64)  # (n_b, D)
+        for a, indptr, indices, data in slices:
+            n_a = block_sizes[a]
+            y = sp.csr_matrix((data, indices, indptr), shape=(n_a, x_b.shape[0])) @ x_b  # (n_a, D)
+            for c in nonempty_chunks(indptr, n_a, chunk_rows):
+                yield (a, c, b), y[c * chunk_rows : (c + 1) * chunk_rows].astype(STORE)
+
+    def combine(records: Iterator) -> Iterator:
+        states, acc, pending, done = {}, {}, {}, {}
+        for key, value in records:
+            if not isinstance(key, tuple):  # the state of a block of this partition
+                _x_prev, e, ids = value
+                states[key] = (e, ids)
+                acc.setdefault(key, np.zeros((block_sizes[key], dim), dtype=np.float64))
+                continue
+            a, c, b = key
+            if a not in acc:
+                acc[a] = np.zeros((block_sizes[a], dim), dtype=np.float64)
+            waiting = pending.setdefault((a, c), {})
+            waiting[b] = value
+            order, n = expected[(a, c)], done.get((a, c), 0)
+            while n < len(order) and order[n] in waiting:  # add in b order whatever is next in line
+                acc[a][c * chunk_rows : c * chunk_rows + len(waiting[order[n]])] += waiting.pop(order[n])
+                n += 1
+            done[(a, c)] = n
+        left = [k for k, v in pending.items() if v]
+        if left:
+            raise RuntimeError(f"fastrp: partials for chunks {left[:5]} never got their turn (expected order broken)")
+        for block in sorted(states):
+            e, ids = states.pop(block)
+            propagated = acc.pop(block)
+            x = (fr.row_normalize(propagated) if variant == "gds" else propagated).astype(STORE)
+            del propagated
+            # paper: E += alpha_k l2rows(X_k); gds: X_k is already normalised, E += alpha_k X_k
+            row_weights = np.full(len(x), weight) if variant == "gds" else weight * fr.inverse_row_norms(x)
+            yield block, (None if last else x, fr.add_scaled_rows(e, x, row_weights), ids)
+
+    partials = zip_blocks(p, state, num_partitions, _is_list).flatMap(multiply)
+    shuffled = partials.partitionBy(num_partitions, block_partition)
+    union = _copartitioned_union(state, shuffled, num_partitions)  # state first: E before its partials
+    return union.mapPartitions(combine, preservesPartitioning=True)
+
+
+def standardization(state: "RDD", dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column mean and population std of E: per-block moments, merged on the driver in block order."""
+    moments = state.map(lambda kv: (kv[0], fr.column_moments(kv[1][1]))).collect()  # B tiny records
+    count, mean, m2 = fr.merge_moments([m for _, m in sorted(moments, key=lambda kv: kv[0])], dim)
+    return mean, fr.standardize_scale(m2, count)
+
+
+def to_output(
+    spark: SparkSession,
+    state: "RDD",
+    dim: int,
+    id_type: T.DataType,
+    chunk_rows: int,
+    mean: np.ndarray | None,
+    std: np.ndarray | None,
+) -> DataFrame:
+    """Rows ``(node, embedding array<float>)`` from the final state (standardised if asked), built as Arrow."""
+    schema = T.StructType([T.StructField("node", id_type), T.StructField("embedding", T.ArrayType(T.FloatType()))])
+    arrow_type = _arrow_type(id_type)
+
+    def chunk_rows_of(kv) -> Iterator[tuple]:
+        block, (_x, e, ids) = kv
+        for c in row_chunks(len(ids), chunk_rows):
+            lo, hi = c * chunk_rows, (c + 1) * chunk_rows
+            yield block, c, pickle.dumps(ids[lo:hi]), e[lo:hi].tobytes()
+
+    def emit(batches: Iterator) -> Iterator:
+        import pyarrow as pa
+
+        for batch in batches:
+            for ids_bytes, e_bytes in zip(batch.column("ids").to_pylist(), batch.column("e").to_pylist()):
+                ids = pickle.loads(ids_bytes)
+                e = np.frombuffer(e_bytes, dtype=STORE).reshape(-1, dim)
+                if mean is not None:
+                    e = ((e.astype(np.float64) - mean) / std).astype(STORE)
+                offsets = pa.array(np.arange(0, e.size + 1, dim, dtype=np.int32))
+                embedding = pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(e).ravel()))
+                yield pa.RecordBatch.from_arrays(
+                    [pa.array(ids, type=arrow_type), embedding], names=["node", "embedding"]
+                )
+
+    chunks = spark.createDataFrame(state.flatMap(chunk_rows_of), OUT_CHUNK_SCHEMA)
+    return chunks.mapInArrow(emit, schema)
+
+
+def _arrow_type(id_type: T.DataType):
+    import pyarrow as pa
+
+    return {
+        T.StringType: pa.string(),
+        T.LongType: pa.int64(),
+        T.IntegerType: pa.int32(),
+        T.ShortType: pa.int16(),
+        T.ByteType: pa.int8(),
+    }[type(id_type)]
+
+
+# --------------------------------------------------------------------------- engine
+
+
+class _Checkpoints:
+    """Cuts each iteration's lineage: reliable RDD checkpoints in the run's folder (or local ones)."""
+
+    def __init__(self, spark: SparkSession, work: "Workdir", mode: str):
+        self.sc, self.work, self.mode = spark.sparkContext, work, mode
+        self.previous_dir = None
+        if mode == "reliable":
+            current = self.sc._jsc.sc().getCheckpointDir()
+            self.previous_dir = current.get() if current.isDefined() else None
+            self.sc.setCheckpointDir(f"{work.path}/rdd")
+
+    def materialize(self, rdd):
+        rdd.persist(StorageLevel.MEMORY_AND_DISK)  # also stops PySpark from fusing later maps into this lineage
+        if self.mode == "reliable":
+            rdd.checkpoint()
+        else:
+            rdd.localCheckpoint()
+        rdd.count()  # one job: computes the iteration and writes its checkpoint
+        return rdd
+
+    def drop(self, rdd) -> None:
+        path = rdd.getCheckpointFile() if self.mode == "reliable" else None
+        rdd.unpersist()
+        if path:
+            self.work.delete(path)
+
+    def close(self) -> None:
+        if self.previous_dir is not None:
+            self.sc.setCheckpointDir(self.previous_dir)
+
+
+def fastrp_spark(
+    spark: SparkSession,
+    edges: DataFrame,
+    cfg,
+    checkpoint_dir: str,
+    id_type: T.DataType,
+    chunk_rows: int | None = None,
+    work: "Workdir | None" = None,
+    timings: dict | None = None,
+) -> tuple[DataFrame, dict, list]:
+    """FastRP of validated ``edges`` (src, dst, weight). Returns (output frame, stats, RDDs to release).
+
+    The output frame reads the cached final state, so write it before releasing the RDDs and
+    deleting the workdir (:func:`run_fastrp` does).
+    """
+    timings = {} if timings is None else timings
+    work = work or Workdir(spark, checkpoint_dir)
+    clock = _Clock(timings)
+    distinct = work.save(distinct_nodes(edges), "distinct_nodes")
+    num_nodes = distinct.count()
+    params = fr.FastRPParams.from_config(cfg, num_nodes)
+    block_size = fr.resolve_block_size(cfg.block_size, num_nodes, params.dim)
+    num_blocks = max(1, math.ceil(num_nodes / block_size))
+    chunk_rows = chunk_rows or fr.chunk_rows_for(params.dim)
+    num_partitions = min(num_blocks, cfg.num_partitions) if cfg.num_partitions else num_blocks
+    nodes = work.save(index_nodes(distinct, num_blocks, id_type), "nodes")
+    block_sizes = {int(r["block"]): int(r["count"]) for r in nodes.groupBy("block").count().collect()}
+    clock.lap("index_nodes")
+    blocks = work.save(edge_blocks(edges, nodes, params.directed, block_sizes, num_blocks), "edge_blocks")
+    clock.lap("edge_blocks")
+    checkpoints = _Checkpoints(spark, work, cfg.checkpoint)
+    p = p_rdd(blocks.where(F.col("b") >= 0), num_partitions, block_sizes)
+    p.persist(StorageLevel.MEMORY_AND_DISK)
+    inputs = work.save(block_inputs(nodes, blocks.where(F.col("b") < 0), block_sizes), "block_inputs")
+    state = initial_rdds(inputs, params, num_partitions)
+    state.persist(StorageLevel.MEMORY_AND_DISK)  # lineage: one DataFrame stage, no checkpoint needed
+    expected = expected_partials(p, block_sizes, chunk_rows)  # also caches P
+    clock.lap("initial_state")
+    for k, weight in enumerate(params.iteration_weights, start=1):
+        new_state = checkpoints.materialize(
+            iterate(
+                p,
+                state,
+                expected,
+                weight,
+                params,
+                block_sizes,
+                chunk_rows,
+                num_partitions,
+                last=k == len(params.iteration_weights),
+            )
+        )
+        checkpoints.drop(state)
+        state = new_state
+        clock.lap(f"iteration_{k}")
+    p.unpersist()
+    mean = std = None
+    if params.standardize:
+        mean, std = standardization(state, params.dim)
+        clock.lap("standardization")
+    out = to_output(spark, state, params.dim, id_type, chunk_rows, mean, std)
+    stats = {
+        "num_nodes": num_nodes,
+        "num_blocks": num_blocks,
+        "block_size": block_size,
+        "chunk_rows": chunk_rows,
+        "num_partitions": num_partitions,
+        "sparsity": params.sparsity,
+    }
+    return out, stats, [lambda: checkpoints.drop(state), checkpoints.close]
+
+
+class _Clock:
+    """Seconds per phase into ``timings`` (kept in the run record)."""
+
+    def __init__(self, timings: dict):
+        self.timings, self.last = timings, time.time()
+
+    def lap(self, name: str) -> None:
+        now = time.time()
+        self.timings[name] = round(now - self.last, 3)
+        self.last = now
+
+
+def local_engine_frame(spark: SparkSession, edges: DataFrame, cfg, id_type: T.DataType) -> tuple[DataFrame, dict]:
+    """``--engine local``: collect the edge list and run the scipy reference on the driver."""
+    pdf = edges.toPandas()  # the local engine is for graphs that fit in one machine's memory
+    nodes, emb = fr.embed_edge_list(pdf["src"].to_numpy(), pdf["dst"].to_numpy(), pdf["weight"].to_numpy(), cfg)
+    schema = T.StructType([T.StructField("node", id_type), T.StructField("embedding", T.ArrayType(T.FloatType()))])
+    out = spark.createDataFrame(pd.DataFrame({"node": nodes, "embedding": list(emb.astype(np.float32))}), schema)
+    stats = {"num_nodes": len(nodes), "sparsity": fr.FastRPParams.from_config(cfg, len(nodes)).sparsity}
+    return out, stats

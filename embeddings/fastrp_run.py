@@ -1,0 +1,177 @@
+"""A FastRP run on Spark: validate -> embed (Spark or local engine) -> frame, and its run record.
+
+:func:`embed` gives the output frame for the stage runner to gate and write; :func:`run_fastrp`
+does the whole run without the runner (benchmarks, tests); :func:`estimate_run` only counts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+
+from embeddings import fastrp as fr
+from embeddings.fastrp_engine import Workdir, fastrp_spark, local_engine_frame
+from embeddings.fastrp_layout import count_nodes
+from embeddings.fastrp_validate import validate_edges
+from embeddings.io import WriteResult, write_delta
+
+log = logging.getLogger(__name__)
+
+ARROW_BATCH = "spark.sql.execution.arrow.maxRecordsPerBatch"
+EDGE_BATCH_ROWS = 262_144  # edges per Arrow batch while the run lasts (about 6 MiB of long ids and weights)
+
+
+def estimate_run(raw_edges: DataFrame, cfg) -> dict:
+    """``--estimate``: counts the edge table and its nodes, then the arithmetic of fastrp.estimate_resources."""
+    edges, counts = validate_edges(raw_edges, cfg)
+    num_nodes = count_nodes(edges)
+    return fr.estimate_resources(
+        num_nodes,
+        counts["rows"],
+        cfg.dim,
+        len(cfg.iteration_weights),
+        cfg.directed,
+        fr.resolve_block_size(cfg.block_size, num_nodes, cfg.dim),
+        counts["self_loops"],
+    )
+
+
+@dataclass
+class Embedding:
+    """A computed (not yet written) FastRP output: the frame, its commit metadata, and how to let go of it.
+
+    The frame reads cached RDDs and the run's Spark settings: write it before :meth:`release`.
+    """
+
+    frame: DataFrame
+    metadata: dict
+    num_nodes: int
+    num_edges: int
+    seconds: float
+    release: Callable[[], None]
+
+
+def embed(
+    spark: SparkSession, raw_edges: DataFrame, cfg, checkpoint_dir: str, chunk_rows: int | None = None
+) -> Embedding:
+    """Validate ``raw_edges`` and embed them with ``cfg.engine``; the frame is lazy until written.
+
+    Raises:
+        InputError: the edge table is invalid (see :func:`~embeddings.fastrp_validate.validate_edges`).
+    """
+    started = time.time()
+    edges, counts = validate_edges(raw_edges, cfg)
+    id_type = edges.schema["src"].dataType
+    previous = {
+        "spark.sql.shuffle.partitions": spark.conf.get("spark.sql.shuffle.partitions"),
+        ARROW_BATCH: spark.conf.get(ARROW_BATCH, "10000"),
+    }
+    if cfg.num_partitions:
+        spark.conf.set("spark.sql.shuffle.partitions", str(cfg.num_partitions))
+    spark.conf.set(ARROW_BATCH, str(EDGE_BATCH_ROWS))  # edges leave their partitions in few, large payloads
+    work, steps, timings = None, [], {"validate": round(time.time() - started, 3)}
+
+    def release() -> None:
+        for key, value in previous.items():
+            spark.conf.set(key, value)
+        for step in steps:
+            step()
+        if work is not None:
+            work.delete()
+
+    try:
+        if cfg.engine == "local":
+            out, stats = local_engine_frame(spark, edges, cfg, id_type)
+        else:
+            work = Workdir(spark, checkpoint_dir)  # deleted on release whatever happens
+            out, stats, steps = fastrp_spark(
+                spark, edges, cfg, checkpoint_dir, id_type, chunk_rows, work=work, timings=timings
+            )
+    except BaseException:
+        release()
+        raise
+    metadata = {
+        "params": cfg.model_dump(mode="json"),
+        "num_edges": counts["rows"],
+        **stats,
+        "seconds_by_phase": timings,
+    }
+    return Embedding(out, metadata, int(stats["num_nodes"]), counts["rows"], time.time() - started, release)
+
+
+RUNS_SCHEMA = (
+    "run_id string, finished_at string, output string, output_version long, input string, "
+    "input_version long, engine string, params string, num_nodes long, num_edges long, seconds double"
+)
+
+
+def write_run_record(
+    spark: SparkSession,
+    emb: Embedding,
+    output: WriteResult,
+    input_path: str | None,
+    input_version: int | None,
+    engine: str,
+    seconds: float,
+) -> None:
+    """Append one row to the Delta table ``<output>_runs``: parameters, input/output versions, counts, seconds."""
+    record = {
+        "run_id": uuid.uuid4().hex,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "output": output.path,
+        "output_version": output.version,
+        "input": input_path,
+        "input_version": input_version,
+        "engine": engine,
+        "params": json.dumps(emb.metadata["params"], sort_keys=True),
+        "num_nodes": emb.num_nodes,
+        "num_edges": emb.num_edges,
+        "seconds": seconds,
+    }
+    write_delta(spark.createDataFrame([record], RUNS_SCHEMA), runs_path(output.path), mode="append")
+    log.info(
+        "fastrp: %d nodes embedded to %s (Delta version %d) in %.1f s %s",
+        emb.num_nodes,
+        output.path,
+        output.version,
+        seconds,
+        emb.metadata["seconds_by_phase"],
+    )
+
+
+def run_fastrp(
+    spark: SparkSession,
+    raw_edges: DataFrame,
+    cfg,
+    checkpoint_dir: str,
+    *,
+    output: str,
+    input_path: str | None = None,
+    input_version: int | None = None,
+    chunk_rows: int | None = None,
+) -> WriteResult:
+    """The whole run without the stage runner (benchmarks, tests): embed, write ``output`` atomically, record it.
+
+    The output commit's userMetadata holds the parameters, the block layout, the seconds of each
+    phase and the input's path and version; the run record goes to ``<output>_runs``.
+    """
+    started = time.time()
+    emb = embed(spark, raw_edges, cfg, checkpoint_dir, chunk_rows)
+    try:
+        inputs = {"edges": {"path": input_path, "version": input_version}}
+        result = write_delta(emb.frame, output, metadata={"job": "fastrp", "inputs": inputs, **emb.metadata})
+    finally:
+        emb.release()
+    write_run_record(spark, emb, result, input_path, input_version, cfg.engine, time.time() - started)
+    return result
+
+
+def runs_path(output: str) -> str:
+    """Where the run records of ``output`` live: a Delta table beside it."""
+    return output.rstrip("/") + "_runs"

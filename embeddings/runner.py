@@ -1,0 +1,174 @@
+"""One runner for every Spark stage: read -> gate -> compute -> gate -> atomic write -> MLflow log.
+
+A :class:`Stage` names the catalog tables it reads and writes and holds a pure-ish ``compute``
+from the gated input frames to :class:`Output` frames plus a typed summary; it never reads,
+writes or logs by itself. :func:`run_stage` does the rest, the same way for ``make run``, each
+``jobs/*.py`` and each DAG task:
+
+1. read each input table of the catalog (``tables.<name>``), record its Delta version;
+2. gate each input with its Great Expectations suite (``Stage.input_gates``);
+3. ``compute``;
+4. gate every output (all gates before the first write, so a failure leaves every table as it was);
+5. write each output as one atomic Delta commit whose userMetadata names the stage, its inputs
+   and their versions;
+6. log params, the tables read and written (MLflow datasets), gate evidence, metrics, the summary.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from pyspark.sql import DataFrame, SparkSession
+
+from core.config import PipelineConfig
+from core.tracking import log_delta_table, log_quality_results, mlflow_run
+from embeddings.io import WriteResult, commit_metadata, delta_version, is_delta_table, read_table, write_delta
+from embeddings.quality import gate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A Great Expectations suite to run on a frame, with its parameters (``previous``: the table's last version)."""
+
+    suite: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    previous: DataFrame | None = None
+
+
+@dataclass
+class Output:
+    """One table a stage produced: the frame, the gates it must pass, and its own commit metadata."""
+
+    frame: DataFrame
+    gates: list[Gate] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageOutput:
+    """What ``compute`` returns: outputs by catalog name, a typed summary, metrics, and hooks.
+
+    ``after_write`` sees the commits (e.g. to append a run record or log a plot); ``release`` runs
+    after the writes whatever happens (unpersist caches, restore Spark settings, delete work dirs).
+    """
+
+    outputs: dict[str, Output]
+    summary: BaseModel
+    metrics: dict[str, float] = field(default_factory=dict)
+    after_write: Callable[[dict[str, WriteResult]], None] | None = None
+    release: list[Callable[[], None]] = field(default_factory=list)
+
+
+@dataclass
+class StageContext:
+    """What ``compute`` gets: the session, the config, the gated inputs and their Delta versions."""
+
+    spark: SparkSession
+    cfg: PipelineConfig
+    frames: dict[str, DataFrame]
+    versions: dict[str, int | None]
+    deferred: list[Callable[[], None]] = field(default_factory=list)
+
+    def defer(self, step: Callable[[], None]) -> None:
+        """Run ``step`` when the stage ends, whether ``compute`` or a write failed or not (e.g. unpersist)."""
+        self.deferred.append(step)
+
+    def last_job(self, table: str) -> str | None:
+        """The stage that made the current version of ``table`` (None: no Delta table, or not ours)."""
+        path = self.cfg.tables.path(table)
+        return (commit_metadata(self.spark, path) or {}).get("job") if is_delta_table(self.spark, path) else None
+
+    def previous(self, table: str) -> DataFrame | None:
+        """The current version of output ``table`` (None before its first write)."""
+        path = self.cfg.tables.path(table)
+        return (
+            read_table(self.spark, path, "delta", what=f"tables.{table}") if is_delta_table(self.spark, path) else None
+        )
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A named step of the pipeline: catalog tables in and out, the gates of its inputs, its computation."""
+
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    compute: Callable[[StageContext], StageOutput]
+    input_gates: Mapping[str, Callable[[PipelineConfig], Gate]] = field(default_factory=dict)
+    params: Callable[[PipelineConfig], Any] = lambda cfg: None
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What a stage run committed (by catalog name) and its summary."""
+
+    stage: str
+    written: dict[str, WriteResult]
+    summary: BaseModel
+
+
+def check(df: DataFrame, rule: Gate, cfg: PipelineConfig) -> None:
+    """Run one gate (raises DataQualityError on failure) and attach its evidence to the active run."""
+    report = gate(df, rule.suite, cfg.quality, schema=cfg.click_schema, previous=rule.previous, **rule.params)
+    if report is not None:
+        log_quality_results(report.folder)
+
+
+def read_inputs(spark: SparkSession, cfg: PipelineConfig, stage: Stage) -> tuple[dict[str, DataFrame], dict]:
+    """Read and gate the stage's input tables; returns the frames and their Delta versions."""
+    frames, versions = {}, {}
+    for name in stage.inputs:
+        entry = cfg.tables.entry(name)
+        raw = read_table(spark, entry.path, entry.format, what=f"tables.{name}")  # unchecked until gated
+        versions[name] = delta_version(spark, entry.path) if entry.format == "delta" else None
+        log_delta_table(name, entry.path, versions[name], role="input")
+        if name in stage.input_gates:
+            check(raw, stage.input_gates[name](cfg), cfg)
+        frames[name] = raw
+    return frames, versions
+
+
+def run_stage(spark: SparkSession, cfg: PipelineConfig, stage: Stage) -> StageResult:
+    """Run ``stage`` in its own MLflow run (a child of the refresh's parent run, if any)."""
+    with mlflow_run(cfg.mlflow, stage.name, params=stage.params(cfg)) as run:
+        frames, versions = read_inputs(spark, cfg, stage)
+        ctx = StageContext(spark, cfg, frames, versions)
+        written: dict[str, WriteResult] = {}
+        try:
+            out = stage.compute(ctx)
+            ctx.deferred.extend(out.release)
+            unknown = set(out.outputs) - set(stage.outputs)
+            if unknown:
+                raise ValueError(f"stage {stage.name!r} produced undeclared output(s) {sorted(unknown)}")
+            lineage = {name: {"path": cfg.tables.path(name), "version": versions[name]} for name in stage.inputs}
+            for output in out.outputs.values():
+                for rule in output.gates:
+                    check(output.frame, rule, cfg)
+            for name, output in out.outputs.items():
+                metadata = {"job": stage.name, "inputs": lineage, **output.metadata}
+                written[name] = write_delta(output.frame, cfg.tables.path(name), metadata=metadata)
+                log_delta_table(
+                    name, written[name].path, written[name].version, role="output", num_rows=written[name].num_rows
+                )
+            if out.after_write is not None:
+                out.after_write(written)
+        finally:
+            for step in ctx.deferred:
+                try:  # each step runs; none hides the stage's own error
+                    step()
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("stage %s: clean-up step %r failed: %s", stage.name, step, exc)
+        if run is not None:
+            import mlflow
+
+            if out.metrics:
+                mlflow.log_metrics(out.metrics)
+            mlflow.log_dict(out.summary.model_dump(mode="json"), f"{stage.name}/summary.json")
+    log.info("stage %s: %s", stage.name, ", ".join(f"{k} v{w.version} ({w.num_rows} rows)" for k, w in written.items()))
+    return StageResult(stage=stage.name, written=written, summary=out.summary)

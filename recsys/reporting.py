@@ -1,0 +1,108 @@
+"""The training run's MLflow records: metrics, the loss curve (metric history and a plot), JSON, plan, lineage."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import mlflow
+import numpy as np
+from mlflow.entities import Metric
+
+from core.delta import commit_inputs, table_version
+from core.tracking import log_delta_table
+from core.train_config import TrainInputs
+from recsys.results import TrainResult
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.6f}"
+
+
+_RUN_METRICS = (
+    "test_auc",
+    "test_logloss",
+    "test_rows",
+    "valid_auc",
+    "valid_logloss",
+    "examples_per_second",
+    "embedding_params",
+    "train_seconds",
+    "wall_seconds",
+    "steps",
+    "final_loss",
+    "oracle_test_auc",
+)
+
+
+def training_curve_points(losses: list[float], max_points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, mean loss) of at most ``max_points`` windows of consecutive steps (1-based last step of each)."""
+    loss = np.asarray(losses, dtype=np.float64)
+    if len(loss) == 0:
+        return np.zeros(0, np.int64), np.zeros(0)
+    width = max(1, int(np.ceil(len(loss) / max_points)))
+    n = len(loss) // width * width
+    means = loss[:n].reshape(-1, width).mean(axis=1)
+    steps = np.arange(width, n + 1, width)
+    if n < len(loss):
+        means, steps = np.append(means, loss[n:].mean()), np.append(steps, len(loss))
+    return steps, means
+
+
+def plot_training_curves(result: TrainResult):
+    """Matplotlib figure: training loss per step (and a moving average), test/oracle AUC in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    losses = np.asarray(result.loss_history, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if len(losses):
+        ax.plot(np.arange(1, len(losses) + 1), losses, lw=0.6, alpha=0.4, label="train loss (per step)")
+        k = max(1, len(losses) // 50)
+        smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+        ax.plot(np.arange(k, len(losses) + 1), smooth, lw=1.5, label=f"moving average ({k} steps)")
+    if result.test_logloss is not None:
+        ax.axhline(result.test_logloss, color="k", ls="--", lw=1, label="test logloss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("binary cross-entropy")
+    auc, oracle = result.test_auc, result.oracle_test_auc
+    ax.set_title(
+        f"CTR training ({result.model}, {result.layout} layout): test AUC "
+        f"{_fmt(auc)}" + (f", oracle {_fmt(oracle)}" if oracle is not None else "")
+    )
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def log_training_run(result: TrainResult, inputs: TrainInputs) -> None:
+    """Log a finished training run to the active MLflow run: metrics, curves, plot, JSON, plan, lineage."""
+    run = mlflow.active_run()
+    if run is None:
+        return
+    values = {k: float(v) for k in _RUN_METRICS if isinstance(v := getattr(result, k), (int, float))}
+    for k, v in result.embedding_bytes.items():
+        values[f"embedding_bytes.{k}"] = float(v)
+    mlflow.log_metrics(values)
+    steps, means = training_curve_points(result.loss_history)
+    now = int(dt.datetime.now().timestamp() * 1000)
+    points = [Metric("train_loss", float(m), now, int(s)) for s, m in zip(steps, means)]
+    client = mlflow.MlflowClient()
+    for i in range(0, len(points), 1000):  # log_batch takes at most 1000 metrics per call
+        client.log_batch(run.info.run_id, metrics=points[i : i + 1000])
+    fig = plot_training_curves(result)
+    mlflow.log_figure(fig, "plots/training_curves.png")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    mlflow.log_dict(result.model_dump(mode="json"), "ctr/metrics.json")
+    mlflow.log_dict(result.sharding_plan, "ctr/sharding_plan.json")
+    mlflow.set_tags({"ctr.layout": result.layout, "ctr.model": result.model})
+    log_delta_table("encoded", inputs.encoded, result.input_version, role="input")
+    log_delta_table("vocab", inputs.vocab, result.vocab_version, role="input")
+    clicks = commit_inputs(inputs.encoded, result.input_version, "encoded").get("clicks")
+    if clicks:
+        log_delta_table("clicks", clicks["path"], clicks.get("version"), role="input")
+    if inputs.oracle:
+        log_delta_table("oracle", inputs.oracle, table_version(inputs.oracle, "oracle"), role="input")
