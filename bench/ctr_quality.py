@@ -87,6 +87,15 @@ def ensure_criteo(root: Path, csv: Path) -> dict[str, str]:
     return paths
 
 
+def synthetic_train_flags(d: dict[str, str], epochs: int, extra: str, *variant: str) -> list[str]:
+    """train_ctr flags over one synthetic data set of :func:`ensure_synthetic` (its oracle included).
+
+    ``extra`` (the user's ``--train-flags``) comes last, so it overrides the variant's flags.
+    """
+    tables = ["--input", d["encoded"], "--vocab", d["vocab"], "--oracle", d["oracle"]]
+    return [*tables, "--epochs", str(epochs), *variant, *extra.split()]
+
+
 def train(name: str, out_dir: Path, flags: list[str]) -> dict:
     metrics = out_dir / f"{name}.{os.getpid()}.json"  # parallel bench runs must not read each other's metrics
     # no checkpoints/export from conf/local.yaml in benchmarks: each run starts fresh and writes only metrics
@@ -164,18 +173,7 @@ def main(argv=None) -> int:
                 m = train(
                     name,
                     runs,
-                    [
-                        "--input",
-                        d["encoded"],
-                        "--vocab",
-                        d["vocab"],
-                        "--oracle",
-                        d["oracle"],
-                        "--epochs",
-                        str(args.epochs),
-                        *VARIANTS[name],
-                        *args.train_flags.split(),
-                    ],
+                    synthetic_train_flags(d, args.epochs, args.train_flags, *VARIANTS[name]),
                 )
                 gap = m["oracle_test_auc"] - m["test_auc"]
                 row = {

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ctr_quality import REPO, ensure_synthetic, train  # noqa: E402
+from ctr_quality import REPO, ensure_synthetic, synthetic_train_flags, train  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -35,17 +35,7 @@ def main(argv=None) -> int:
     runs = REPO / args.data_root / "runs_pareto"
     runs.mkdir(parents=True, exist_ok=True)
     D = args.embedding_dim
-    common = [
-        "--input",
-        d["encoded"],
-        "--vocab",
-        d["vocab"],
-        "--oracle",
-        d["oracle"],
-        "--epochs",
-        str(args.epochs),
-        *args.train_flags.split(),
-    ]
+    common = synthetic_train_flags(d, args.epochs, args.train_flags)
     points = []
 
     def run(method: str, fraction: float, flags: list[str]) -> None:

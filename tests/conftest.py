@@ -56,18 +56,29 @@ def spark(tmp_path_factory):
     session.stop()
 
 
-@pytest.fixture
-def job_args(tmp_path):
-    """Common flags that point a job's Spark, MLflow and checkpoints at this test's tmp dir."""
+def job_flags(root) -> list[str]:
+    """Common flags that point a job's Spark, MLflow, checkpoints and GX evidence at ``root``."""
     return [
         "--master",
         "local[2]",
         "--set",
         "spark.shuffle_partitions=2",
         "--set",
-        f"spark.checkpoint_dir={tmp_path / 'checkpoints'}",
+        f"spark.checkpoint_dir={root / 'checkpoints'}",
         "--set",
-        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
         "--set",
-        f"quality.output={tmp_path / 'quality'}",
+        f"quality.output={root / 'quality'}",
     ]
+
+
+@pytest.fixture(scope="session")
+def tmp_job_flags():
+    """:func:`job_flags` for module-scoped fixtures (which cannot take ``job_args``)."""
+    return job_flags
+
+
+@pytest.fixture
+def job_args(tmp_path):
+    """:func:`job_flags` of this test's tmp dir."""
+    return job_flags(tmp_path)

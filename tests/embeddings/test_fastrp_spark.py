@@ -140,22 +140,13 @@ UNDIRECTED_FLAGS = [
 
 
 @pytest.fixture(scope="module")
-def good_run(spark, tmp_path_factory):
+def good_run(spark, tmp_path_factory, tmp_job_flags):
     """An undirected, unweighted graph with long ids; the job has run once successfully (once per module)."""
     tmp_path = tmp_path_factory.mktemp("fastrp_job")
     pdf = random_edges(5, string_ids=False, weighted=True)
     edges = write_edges(spark, pdf, tmp_path / "edges")
     flags = [
-        "--master",
-        "local[2]",
-        "--set",
-        "spark.shuffle_partitions=2",
-        "--set",
-        f"spark.checkpoint_dir={tmp_path / 'checkpoints'}",
-        "--set",
-        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
-        "--set",
-        f"quality.output={tmp_path / 'q'}",
+        *tmp_job_flags(tmp_path),
         "--edges",
         edges,
         "--src-col",

@@ -66,26 +66,9 @@ def test_one_rank_trains_writes_metrics_and_exports(tiny_tables, tmp_path):
 
 
 def test_same_seed_gives_the_same_metrics(tiny_tables, tmp_path):
-    _, a = _run(
-        tiny_tables,
-        tmp_path / "a",
-        "--max-steps",
-        "5",
-        "--set",
-        "train.layout.kind=hashed",
-        "--set",
-        "train.layout.total_rows=30",
-    )
-    _, b = _run(
-        tiny_tables,
-        tmp_path / "b",
-        "--max-steps",
-        "5",
-        "--set",
-        "train.layout.kind=hashed",
-        "--set",
-        "train.layout.total_rows=30",
-    )
+    flags = ["--max-steps", "5", "--set", "train.layout.kind=hashed", "--set", "train.layout.total_rows=30"]
+    _, a = _run(tiny_tables, tmp_path / "a", *flags)
+    _, b = _run(tiny_tables, tmp_path / "b", *flags)
     assert a["test_logloss"] == b["test_logloss"] and a["tables"] == b["tables"]
     assert sum(n for n, _ in a["tables"].values()) <= 30 + 3 * 2
 
