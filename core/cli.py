@@ -2,7 +2,8 @@
 
 A job calls :func:`load_config` with its argv and the name of its own section; every key in every
 layer is validated, so a typo anywhere is an error that names the key. Precedence (lowest first):
-defaults in code, each ``--config`` file (default ``conf/local.yaml`` or ``$PIPELINE_CONFIG``),
+defaults in code, each ``--config`` file (default ``conf/local.yaml``, or each comma-separated file
+of ``$PIPELINE_CONFIG`` in order),
 ``--set a.b=c`` pairs, then the job's own flags (``--min-count 5`` sets ``<section>.min_count``),
 then ``--master`` (or ``$SPARK_MASTER``). Layers merge with OmegaConf (mappings merge, lists and
 scalars replace); pydantic validates the result once.
@@ -31,7 +32,8 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
 from core.config import DEFAULT_CONFIG, PipelineConfig
-from core.errors import ConfigError, StageFailed, UserError
+from core.errors import ConcurrentChange, ConfigError, StageFailed, UserError
+from core.tracking import redact
 
 # A job's table and column flags (kept from before the catalog): flag field -> the key it sets.
 TABLE_FLAGS: dict[str, dict[str, str]] = {
@@ -86,6 +88,7 @@ MOVED_KEYS: dict[str, str] = {
     "train.split.time_col": "schema.time",
 }
 
+CONFIG_ENV = "PIPELINE_CONFIG"
 NOISY_LOGGERS = ("py4j", "py4j.clientserver", "urllib3", "alembic", "great_expectations", "mlflow.store.db.utils")
 
 
@@ -103,6 +106,17 @@ def _read_layer(path: str) -> DictConfig:
     if not isinstance(layer, DictConfig):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got a {type(layer).__name__}")
     return layer
+
+
+def env_config_files() -> list[str]:
+    """The layers of ``$PIPELINE_CONFIG`` (comma-separated, as the DAG documents it), else the default file."""
+    value = os.environ.get(CONFIG_ENV)
+    if value is None:
+        return [DEFAULT_CONFIG]
+    files = [part.strip() for part in value.split(",")]
+    if not all(files):
+        raise ConfigError(f"${CONFIG_ENV}={value!r} has an empty element; give config files separated by commas")
+    return files
 
 
 def _parse_scalar(text: str) -> Any:
@@ -154,7 +168,7 @@ def build_parser(section: str | None, description: str | None = None) -> argpars
         action="append",
         default=None,
         metavar="YAML",
-        help=f"config file (repeat to layer; default {DEFAULT_CONFIG} or $PIPELINE_CONFIG)",
+        help=f"config file (repeat to layer; default {DEFAULT_CONFIG} or $PIPELINE_CONFIG, comma-separated)",
     )
     parser.add_argument(
         "--set",
@@ -248,7 +262,7 @@ def load_config(argv: list[str] | None, section: str | None = None, description:
     if args.schema:
         print(json.dumps(PipelineConfig.model_json_schema(), indent=2))
         raise SystemExit(0)
-    files = args.config or [os.environ.get("PIPELINE_CONFIG", DEFAULT_CONFIG)]
+    files = args.config or env_config_files()
     doc = OmegaConf.create({})
     for path in files:
         doc = OmegaConf.merge(doc, _read_layer(path))
@@ -298,6 +312,6 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
     setup_logging()
     try:
         return main(argv)
-    except (UserError, StageFailed) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (UserError, ConcurrentChange, StageFailed) as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)  # a URI in the message keeps no password
         return exc.exit_code

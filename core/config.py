@@ -186,6 +186,7 @@ class FastRPConfig(StrictModel):
     seed: int = 42
     engine: Literal["spark", "local"] = "spark"
     estimate: bool = False
+    force: bool = Field(default=False, description="run even when the estimate exceeds the machine's limits")
     num_partitions: PositiveInt | None = Field(default=None, description="Spark partitions of the block stages")
     block_size: PositiveInt | None = Field(
         default=None, description="nodes per block of the Spark engine; default: blocks of <= 256 MiB of float32 X"

@@ -1,4 +1,5 @@
-"""Reading Delta tables without a JVM (``deltalake``): for the trainer, the registry and the pyfunc's side.
+"""Reading Delta tables without a JVM (``deltalake``; Parquet/CSV with pyarrow): for the trainer, the registry and
+the pyfunc's side.
 
 The Spark side reads and writes through ``embeddings.io``; this module only reads, and names the
 table in every error.
@@ -39,6 +40,31 @@ def read_delta(
     if missing:
         raise InputError(f"{what} {path!r}: missing column(s) {missing} (columns: {names})")
     return table.to_pyarrow_table(columns=columns)
+
+
+def read_any(
+    path: str, fmt: str = "delta", version: int | None = None, columns: list[str] | None = None, what: str = "table"
+) -> pa.Table:
+    """A table in the catalog's formats (delta at ``version``; parquet or csv folders/files, which have no
+    versions) as Arrow, for the JVM-free side; InputError naming ``what`` for a missing path or column."""
+    if fmt == "delta":
+        return read_delta(path, version, columns, what)
+    if fmt not in ("parquet", "csv"):
+        raise InputError(f"{what}: unknown format {fmt!r} (expected delta, parquet or csv)")
+    import pyarrow.dataset as ds
+
+    try:
+        data = ds.dataset(path, format=fmt)  # skips _SUCCESS, .crc: Spark's side files
+        names = data.schema.names
+    except (FileNotFoundError, OSError, pa.ArrowInvalid) as exc:
+        raise InputError(f"{what}: cannot read {fmt} table at {path!r}: {exc}") from None
+    missing = [c for c in columns or [] if c not in names]
+    if missing:
+        raise InputError(f"{what} {path!r}: missing column(s) {missing} (columns: {names})")
+    try:
+        return data.to_table(columns=columns)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise InputError(f"{what}: cannot read {fmt} table at {path!r}: {exc}") from None
 
 
 def commit_metadata(path: str, version: int | None, what: str = "table") -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_BUG = 1
 EXIT_USER_ERROR = 2
+EXIT_CONFLICT = 3
 
 
 class PipelineError(Exception):
@@ -25,6 +26,12 @@ class ConfigError(UserError):
 
 class InputError(UserError):
     """Input data is missing, unreadable or malformed; the message names the table, path or column."""
+
+
+class ConcurrentChange(PipelineError):
+    """Another run changed what this run read (a table, the champion alias) before it committed; rerun."""
+
+    exit_code = EXIT_CONFLICT
 
 
 class StageFailed(PipelineError):

@@ -16,7 +16,7 @@ import train_ctr
 
 from core.cli import load_config, run
 from core.errors import StageFailed
-from core.tracking import mlflow_run
+from core.tracking import mlflow_run, redact
 from embeddings.runner import StageResult, run_stage
 from embeddings.spark import spark_session
 from embeddings.stages import ENCODE, FASTRP, SYNTH, VOCAB
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if parent is not None:
         print(
             f"\nMLflow run {parent.info.run_id}: open the UI with\n"
-            f"  .venv/bin/mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}"
+            f"  .venv/bin/mlflow ui --backend-store-uri {redact(cfg.mlflow.tracking_uri)}"
         )
     return 0
 
