@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 
 from embeddings import fastrp as fr
+from embeddings.admission import admit, overruns, spark_limits
 from embeddings.fastrp_engine import Workdir, fastrp_spark, local_engine_frame
 from embeddings.fastrp_layout import count_nodes
 from embeddings.fastrp_validate import validate_edges
@@ -27,10 +28,7 @@ ARROW_BATCH = "spark.sql.execution.arrow.maxRecordsPerBatch"
 EDGE_BATCH_ROWS = 262_144  # edges per Arrow batch while the run lasts (about 6 MiB of long ids and weights)
 
 
-def estimate_run(raw_edges: DataFrame, cfg) -> dict:
-    """``--estimate``: counts the edge table and its nodes, then the arithmetic of fastrp.estimate_resources."""
-    edges, counts = validate_edges(raw_edges, cfg)
-    num_nodes = count_nodes(edges)
+def _estimate(num_nodes: int, counts: dict, cfg) -> dict:
     return fr.estimate_resources(
         num_nodes,
         counts["rows"],
@@ -40,6 +38,23 @@ def estimate_run(raw_edges: DataFrame, cfg) -> dict:
         fr.resolve_block_size(cfg.block_size, num_nodes, cfg.dim),
         counts["self_loops"],
     )
+
+
+def estimate_run(raw_edges: DataFrame, cfg) -> dict:
+    """``--estimate``: counts the edge table and its nodes, then the arithmetic of fastrp.estimate_resources."""
+    edges, counts = validate_edges(raw_edges, cfg)
+    return _estimate(count_nodes(edges), counts, cfg)
+
+
+def check_fits(spark: SparkSession, edges: DataFrame, counts: dict, cfg, checkpoint_dir: str) -> None:
+    """Refuse (exit 2) a run whose estimate exceeds this session's limits, before any work starts.
+
+    The estimate first takes N <= 2 x edges (no extra Spark job); only a run that does not fit
+    under that bound pays for the exact node count.
+    """
+    limits = spark_limits(spark, checkpoint_dir)
+    if overruns(_estimate(2 * counts["rows"], counts, cfg), limits, cfg.engine):
+        admit(_estimate(count_nodes(edges), counts, cfg), limits, cfg.engine, cfg.force)
 
 
 @dataclass
@@ -67,6 +82,7 @@ def embed(
     """
     started = time.time()
     edges, counts = validate_edges(raw_edges, cfg)
+    check_fits(spark, edges, counts, cfg, checkpoint_dir)
     id_type = edges.schema["src"].dataType
     previous = {
         "spark.sql.shuffle.partitions": spark.conf.get("spark.sql.shuffle.partitions"),

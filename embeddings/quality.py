@@ -54,6 +54,7 @@ from pyspark.sql import types as T
 
 from core.config import ClickSchema, QualityConfig
 from core.errors import InputError
+from embeddings.io import unreadable_file
 
 log = logging.getLogger(__name__)
 
@@ -468,6 +469,32 @@ def _failure(result, examples: int) -> Failure:
     return Failure(expectation=config.type, column=column, detail=detail)
 
 
+def _strings(value) -> list[str]:
+    """Every string inside a (nested) GX ``exception_info``."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _strings(v)]
+    return []
+
+
+def _data_as_names(frame) -> bool:
+    """True if the column names look like a data row (Spark's ``_c0``... or numbers): a CSV without a header."""
+
+    def number(name: str) -> bool:
+        try:
+            float(name)
+            return True
+        except ValueError:
+            return False
+
+    return all(c.startswith("_c") for c in frame.columns) or any(number(c) for c in frame.columns)
+
+
+def _few(names: list[str], shown: int = 8) -> str:
+    return ", ".join(names[:shown]) + (f" (+{len(names) - shown} more)" if len(names) > shown else "")
+
+
 def validate(
     data,
     suite: str | Any,
@@ -479,6 +506,8 @@ def validate(
     **params,
 ) -> QualityReport:
     """Validate a Spark frame against a suite and write its results; never raises on failure.
+
+    A frame without the suite's columns is not validated: InputError names the missing ones.
 
     Args:
         data: the table to check (a Spark DataFrame, validated in place).
@@ -510,6 +539,12 @@ def validate(
             frame = data
     else:
         name, expectation_suite, frame = suite.name, suite, data
+    required = [e.column for e in expectation_suite.expectations if isinstance(e, gxe.ExpectColumnToExist)]
+    if missing := [c for c in required if c not in frame.columns]:  # one line, not one failure per expectation
+        header = " (a CSV without its header row?)" if len(missing) == len(required) and _data_as_names(frame) else ""
+        raise InputError(
+            f"suite {name!r}: missing column(s) {_few(missing)}; the table has {_few(list(frame.columns))}{header}"
+        )
 
     folder = Path(output or cfg.output).resolve() / name  # GX Data Docs need an absolute path
     if (folder / "docs").exists():  # this suite's evidence is replaced, never mixed
@@ -539,6 +574,9 @@ def validate(
         if cfg.persist and not was_cached:
             frame.unpersist()
     (result,) = outcome.run_results.values()
+    for r in result.results:  # GX reports a file Spark could not read as failed expectations: it is an input error
+        if not r.success and (bad := unreadable_file(Exception("\n".join(_strings(r.exception_info))))):
+            raise InputError(f"cannot read file {bad[0]}: {bad[1]}")
     result_path = folder / "result.json"
     result_path.write_text(json.dumps(result.to_json_dict(), indent=2, default=str))
     failures = [_failure(r, cfg.examples) for r in result.results if not r.success]

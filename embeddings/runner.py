@@ -7,10 +7,11 @@ writes or logs by itself. :func:`run_stage` does the rest, the same way for ``ma
 
 1. read each input table of the catalog (``tables.<name>``), record its Delta version;
 2. gate each input with its Great Expectations suite (``Stage.input_gates``);
-3. ``compute``;
+3. record each output's current Delta version, then ``compute`` (``ctx.previous`` is that version);
 4. gate every output (all gates before the first write, so a failure leaves every table as it was);
 5. write each output as one atomic Delta commit whose userMetadata names the stage, its inputs
-   and their versions;
+   and their versions, made only on the output version recorded in 3: if another run committed
+   in between, nothing is written and the stage exits 3 (``ConcurrentChange``);
 6. log params, the tables read and written (MLflow datasets), gate evidence, metrics, the summary.
 """
 
@@ -25,8 +26,18 @@ from pydantic import BaseModel
 from pyspark.sql import DataFrame, SparkSession
 
 from core.config import PipelineConfig
+from core.errors import InputError
 from core.tracking import log_delta_table, log_quality_results, mlflow_run
-from embeddings.io import WriteResult, commit_metadata, delta_version, is_delta_table, read_table, write_delta
+from embeddings.io import (
+    WriteResult,
+    changed_by_another_run,
+    commit_metadata,
+    delta_version,
+    is_delta_table,
+    read_table,
+    reading,
+    write_delta,
+)
 from embeddings.quality import gate
 
 log = logging.getLogger(__name__)
@@ -67,12 +78,13 @@ class StageOutput:
 
 @dataclass
 class StageContext:
-    """What ``compute`` gets: the session, the config, the gated inputs and their Delta versions."""
+    """What ``compute`` gets: the session, the config, the gated inputs, their Delta versions and the outputs' ones."""
 
     spark: SparkSession
     cfg: PipelineConfig
     frames: dict[str, DataFrame]
     versions: dict[str, int | None]
+    output_versions: dict[str, int | None] = field(default_factory=dict)
     deferred: list[Callable[[], None]] = field(default_factory=list)
 
     def defer(self, step: Callable[[], None]) -> None:
@@ -84,12 +96,18 @@ class StageContext:
         path = self.cfg.tables.path(table)
         return (commit_metadata(self.spark, path) or {}).get("job") if is_delta_table(self.spark, path) else None
 
+    def read_metadata(self, table: str) -> dict:
+        """The commit metadata of output ``table`` at the version this run will commit on ({} before its first write)."""
+        version = self.output_versions.get(table)
+        return {} if version is None else commit_metadata(self.spark, self.cfg.tables.path(table), version) or {}
+
     def previous(self, table: str) -> DataFrame | None:
-        """The current version of output ``table`` (None before its first write)."""
+        """Output ``table`` at the version this run will commit on (None before its first write)."""
+        version = self.output_versions.get(table)
+        if version is None:
+            return None
         path = self.cfg.tables.path(table)
-        return (
-            read_table(self.spark, path, "delta", what=f"tables.{table}") if is_delta_table(self.spark, path) else None
-        )
+        return read_table(self.spark, path, "delta", what=f"tables.{table}", version=version)
 
 
 @dataclass(frozen=True)
@@ -125,11 +143,20 @@ def read_inputs(spark: SparkSession, cfg: PipelineConfig, stage: Stage) -> tuple
     frames, versions = {}, {}
     for name in stage.inputs:
         entry = cfg.tables.entry(name)
-        raw = read_table(spark, entry.path, entry.format, what=f"tables.{name}")  # unchecked until gated
         versions[name] = delta_version(spark, entry.path) if entry.format == "delta" else None
+        # read at the version recorded (lineage names exactly what was read); unchecked until gated
+        raw = read_table(spark, entry.path, entry.format, what=f"tables.{name}", version=versions[name])
         log_delta_table(name, entry.path, versions[name], role="input")
+        what = f"tables.{name} ({entry.path})"
+        if entry.format != "delta":
+            with reading(what):  # one cheap job (Parquet: footers only) finds a missing or truncated file first
+                raw.count()
         if name in stage.input_gates:
-            check(raw, stage.input_gates[name](cfg), cfg)
+            try:
+                with reading(what):  # a missing or corrupt file is an input error, not a data-quality one
+                    check(raw, stage.input_gates[name](cfg), cfg)
+            except InputError as exc:
+                raise exc if str(exc).startswith(what) else InputError(f"{what}: {exc}") from None
         frames[name] = raw
     return frames, versions
 
@@ -138,26 +165,45 @@ def run_stage(spark: SparkSession, cfg: PipelineConfig, stage: Stage) -> StageRe
     """Run ``stage`` in its own MLflow run (a child of the refresh's parent run, if any)."""
     with mlflow_run(cfg.mlflow, stage.name, params=stage.params(cfg)) as run:
         frames, versions = read_inputs(spark, cfg, stage)
-        ctx = StageContext(spark, cfg, frames, versions)
+        bases = {name: delta_version(spark, cfg.tables.path(name)) for name in stage.outputs}
+        ctx = StageContext(spark, cfg, frames, versions, bases)
         written: dict[str, WriteResult] = {}
         try:
-            out = stage.compute(ctx)
-            ctx.deferred.extend(out.release)
-            unknown = set(out.outputs) - set(stage.outputs)
-            if unknown:
-                raise ValueError(f"stage {stage.name!r} produced undeclared output(s) {sorted(unknown)}")
-            lineage = {name: {"path": cfg.tables.path(name), "version": versions[name]} for name in stage.inputs}
-            for output in out.outputs.values():
-                for rule in output.gates:
-                    check(output.frame, rule, cfg)
-            for name, output in out.outputs.items():
-                metadata = {"job": stage.name, "inputs": lineage, **output.metadata}
-                written[name] = write_delta(output.frame, cfg.tables.path(name), metadata=metadata)
-                log_delta_table(
-                    name, written[name].path, written[name].version, role="output", num_rows=written[name].num_rows
-                )
-            if out.after_write is not None:
-                out.after_write(written)
+            with reading(f"an input of stage {stage.name} ({', '.join(stage.inputs)})"):
+                out = stage.compute(ctx)
+                ctx.deferred.extend(out.release)
+                unknown = set(out.outputs) - set(stage.outputs)
+                if unknown:
+                    raise ValueError(f"stage {stage.name!r} produced undeclared output(s) {sorted(unknown)}")
+                lineage = {
+                    name: {
+                        "path": cfg.tables.path(name),
+                        "format": cfg.tables.entry(name).format,
+                        "version": versions[name],
+                    }
+                    for name in stage.inputs
+                }
+                for output in out.outputs.values():
+                    for rule in output.gates:
+                        check(output.frame, rule, cfg)
+                for name in out.outputs:  # all outputs before the first write: a lost race writes nothing
+                    path = cfg.tables.path(name)
+                    if (now := delta_version(spark, path)) != bases[name]:
+                        raise changed_by_another_run(path, bases[name], now, f"tables.{name}")
+                for name, output in out.outputs.items():
+                    metadata = {"job": stage.name, "inputs": lineage, **output.metadata}
+                    written[name] = write_delta(
+                        output.frame,
+                        cfg.tables.path(name),
+                        metadata=metadata,
+                        expected_version=bases[name],
+                        what=f"tables.{name}",
+                    )
+                    log_delta_table(
+                        name, written[name].path, written[name].version, role="output", num_rows=written[name].num_rows
+                    )
+                if out.after_write is not None:
+                    out.after_write(written)
         finally:
             for step in ctx.deferred:
                 try:  # each step runs; none hides the stage's own error

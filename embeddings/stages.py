@@ -121,7 +121,10 @@ def compute_vocab(ctx: StageContext) -> StageOutput:
     """Build or refresh the vocabulary of every ``schema.categorical`` column (stable ids)."""
     cfg, schema = ctx.cfg, ctx.cfg.click_schema
     previous = ctx.previous("vocab")
-    model = VocabularyBuilder(schema.categorical, cfg.vocab, time_col=schema.time).fit(ctx.frames["clicks"], previous)
+    # numbered from the committed history: one more than the version read (a refresh adding nothing counts too)
+    refresh = None if previous is None else ctx.read_metadata("vocab").get("refresh")
+    builder = VocabularyBuilder(schema.categorical, cfg.vocab, time_col=schema.time)
+    model = builder.fit(ctx.frames["clicks"], previous, None if refresh is None else int(refresh) + 1)
     if model.occurrences is not None:
         ctx.defer(model.occurrences.unpersist)
     table = model.table.cache()

@@ -238,8 +238,13 @@ class VocabularyBuilder:
         self.cfg = cfg or VocabConfig()
         self.time_col = time_col
 
-    def fit(self, raw_events: DataFrame, previous: DataFrame | None = None) -> VocabularyModel:
+    def fit(
+        self, raw_events: DataFrame, previous: DataFrame | None = None, refresh: int | None = None
+    ) -> VocabularyModel:
         """Count values in the configured window and extend ``previous`` (None: first build).
+
+        ``refresh`` numbers this build (the stage runner counts it from the table's committed history);
+        default: one more than the largest ``added_in`` of ``previous``.
 
         Raises:
             InputError: missing or mistyped columns, no rows in the window, or a feature whose
@@ -261,12 +266,13 @@ class VocabularyBuilder:
             counts.unpersist()
             raise InputError(f"feature column(s) {all_null} have only null values in the input")
         if previous is None:
-            previous, refresh = empty_vocabulary(spark), 1
+            previous, refresh = empty_vocabulary(spark), refresh or 1
         else:
             missing = [c for c in VOCAB_COLUMNS if c not in previous.columns]
             if missing:
                 raise InputError(f"existing vocabulary table lacks column(s) {missing}")
-            refresh = int(previous.agg(F.coalesce(F.max("added_in"), F.lit(0))).head()[0]) + 1
+            if refresh is None:
+                refresh = int(previous.agg(F.coalesce(F.max("added_in"), F.lit(0))).head()[0]) + 1
             previous = previous.select(*VOCAB_COLUMNS)
         table = extend_vocabulary(previous, counts, _capacities(spark, cfg, features), cfg.min_count, refresh)
         return VocabularyModel(table=table, features=tuple(features), refresh=refresh, occurrences=counts)

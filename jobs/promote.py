@@ -37,12 +37,14 @@ def main(argv: list[str] | None = None) -> int:
         # the tables the model was trained on, at the versions the encode stage read
         lineage = commit_inputs(result.input, result.input_version, what="the trained model's encoded table")
         clicks = lineage.get("clicks") or {"path": tables.path("clicks"), "version": None}
+        raw_format = clicks.get("format") or tables.entry("clicks").format  # commits before formats were recorded
         vocab = lineage.get("vocab") or {"path": result.vocab, "version": result.vocab_version}
         decision = register_and_promote(
             t.export_path,
             result,
             raw_path=clicks["path"],
             raw_version=clicks.get("version"),
+            raw_format=raw_format,
             vocab_path=vocab["path"],
             vocab_version=vocab.get("version"),
             registered_model=m.registered_model,

@@ -8,13 +8,17 @@ the SAME rows: the raw click-log rows of the new run's test split. The first ver
 champion. The decision, both AUCs and the tolerance go to the active run (params, metrics, tags)
 and onto the model version (tags), so the registry itself says why an alias moved.
 
-No pyspark here: test rows are read from Delta with ``deltalake``.
+No pyspark here: test rows are read with ``deltalake`` (or pyarrow for a Parquet/CSV click log).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import tempfile
+import time
+from contextlib import contextmanager
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
@@ -27,8 +31,8 @@ from mlflow.exceptions import MlflowException
 
 import core
 import recsys
-from core.delta import read_delta
-from core.errors import InputError
+from core.delta import read_any, read_delta
+from core.errors import ConcurrentChange, InputError
 from recsys.data.splits import in_test_split
 from recsys.export import load_exported
 from recsys.metrics import auc_logloss
@@ -70,11 +74,11 @@ def should_promote(challenger_auc: float, champion_auc: float | None, tolerance:
 
 
 def read_test_rows(
-    raw_path: str, raw_version: int | None, split: SplitRecord, id_col: str, columns: list[str]
+    raw_path: str, raw_version: int | None, split: SplitRecord, id_col: str, columns: list[str], fmt: str = "delta"
 ) -> pa.Table:
-    """Raw click-log rows of the trainer's test split (``columns`` + id, label read as given)."""
+    """Raw click-log rows of the trainer's test split (``columns`` + id, label read as given), in its format."""
     cols = list(dict.fromkeys([id_col, *columns] + ([split.time_col] if split.kind == "time" else [])))
-    table = read_delta(raw_path, raw_version, cols, what="raw click log")
+    table = read_any(raw_path, fmt, raw_version, cols, what="raw click log")
     rows = table.filter(pa.array(in_test_split(table, split, id_col)))
     if rows.num_rows == 0:
         raise InputError(
@@ -160,6 +164,81 @@ def _champion(client, name: str, alias: str):
         raise
 
 
+class LostPromotionRace(ConcurrentChange):
+    """The champion alias moved between this promotion's read and its alias move (exit 3); nothing was moved."""
+
+    def __init__(self, message: str, version: str):
+        super().__init__(message)
+        self.version = version
+
+
+def _shown(version: str | None) -> str:
+    return "none" if version is None else f"v{version}"
+
+
+LOCK_SUFFIX = ".promotion-lock"
+
+
+@contextmanager
+def promotion_lock(client, name: str, wait_s: float = 120.0, stale_s: float = 600.0):
+    """Hold a registry-wide mutex for model ``name`` while aliases move.
+
+    MLflow has no conditional alias update, but creating a registered model is atomic on every
+    backend (its name is unique), so the lock is a registered model ``<name>.promotion-lock``,
+    deleted on exit. A lock older than ``stale_s`` (its holder was killed) is broken.
+    """
+    lock, holder = name + LOCK_SUFFIX, f"{socket.gethostname()}:{os.getpid()}:{time.time():.3f}"
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            client.create_registered_model(lock, tags={"holder": holder}, description="held while aliases move")
+            break
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        try:
+            held_since = float(client.get_registered_model(lock).tags.get("holder", "::0").rsplit(":", 1)[1])
+        except MlflowException:  # released meanwhile
+            continue
+        if time.time() - held_since > stale_s:
+            log.warning("breaking the promotion lock %s held since %s (stale)", lock, time.ctime(held_since))
+            _delete_quietly(client, lock)
+        elif time.monotonic() > deadline:
+            raise ConcurrentChange(f"registered model {lock!r} is held by another promotion for over {wait_s:.0f} s")
+        else:
+            time.sleep(0.2)
+    try:
+        yield
+    finally:
+        _delete_quietly(client, lock)
+
+
+def _delete_quietly(client, lock: str) -> None:
+    try:
+        client.delete_registered_model(lock)
+    except MlflowException as exc:
+        log.warning("could not delete the promotion lock %s: %s", lock, exc.message)
+
+
+def move_champion(client, name: str, version: str, *, expected: str | None, alias: str = "champion") -> None:
+    """Point ``alias`` at ``version`` only if it still points at ``expected`` (None: no champion), under the lock.
+
+    Raises:
+        LostPromotionRace: another promotion moved the alias since ``expected`` was read; nothing moved.
+    """
+    with promotion_lock(client, name):
+        now = _champion(client, name, alias)
+        now_version = None if now is None else str(now.version)
+        if now_version != expected:
+            raise LostPromotionRace(
+                f"{name}@{alias} moved by another promotion ({_shown(expected)} -> {_shown(now_version)}) while "
+                f"v{version} was compared with {_shown(expected)}; nothing moved: rerun promote to compare it "
+                "with the new champion",
+                version,
+            )
+        client.set_registered_model_alias(name, alias, version)
+
+
 def promote(
     client,
     name: str,
@@ -188,7 +267,7 @@ def promote(
     if champion is not None and champion_version == version:
         promoted, reason = True, "already champion"
     if promoted:
-        client.set_registered_model_alias(name, champion_alias, version)
+        move_champion(client, name, version, expected=champion_version, alias=champion_alias)
     decision = PromotionDecision(
         model_name=name,
         version=version,
@@ -247,6 +326,7 @@ def register_and_promote(
     *,
     raw_path: str,
     raw_version: int | None,
+    raw_format: str = "delta",
     vocab_path: str,
     vocab_version: int | None,
     registered_model: str,
@@ -261,12 +341,13 @@ def register_and_promote(
     Args:
         export_path: the trainer's exported model file.
         result: the trainer's result (its ``split`` record picks the test rows).
-        raw_path, raw_version: the raw click log (and the Delta version) the encoded input came from.
+        raw_path, raw_version, raw_format: the raw click log (its Delta version; delta, parquet or csv) the
+            encoded input came from.
         vocab_path, vocab_version: the vocabulary (and version) the input was encoded with.
     """
     spec = load_exported(export_path).spec
     columns = [*spec.dense, *spec.sparse]
-    rows = read_test_rows(raw_path, raw_version, result.split, id_col, [*columns, label_col])
+    rows = read_test_rows(raw_path, raw_version, result.split, id_col, [*columns, label_col], raw_format)
     with tempfile.TemporaryDirectory() as tmp:
         vocab_parquet = write_vocab_artifact(vocab_path, vocab_version, list(spec.sparse), Path(tmp))
         example = raw_frame(rows.slice(0, 5), columns)
@@ -276,6 +357,7 @@ def register_and_promote(
                 "train_run_id": result.mlflow_run_id,
                 "trainer_test_auc": result.test_auc,
                 "raw_version": raw_version,
+                "raw_format": raw_format,
                 "vocab_version": vocab_version,
                 "input_version": result.input_version,
             }.items()
@@ -286,16 +368,21 @@ def register_and_promote(
     client = MlflowClient()
     for key, value in tags.items():
         client.set_model_version_tag(registered_model, version, key, value)
-    decision = promote(
-        client,
-        registered_model,
-        version,
-        rows,
-        label_col,
-        tolerance=tolerance,
-        champion_alias=champion_alias,
-        challenger_alias=challenger_alias,
-    )
+    try:
+        decision = promote(
+            client,
+            registered_model,
+            version,
+            rows,
+            label_col,
+            tolerance=tolerance,
+            champion_alias=champion_alias,
+            challenger_alias=challenger_alias,
+        )
+    except LostPromotionRace as lost:  # the version says why it is not champion, the job exits 3
+        client.set_model_version_tag(registered_model, version, "promotion.decision", "lost_race")
+        client.set_model_version_tag(registered_model, version, "promotion.reason", str(lost)[:5000])
+        raise
     log_decision(client, decision)
     return decision
 

@@ -225,7 +225,7 @@ def _bad_table(spark, tmp_path, pdf):
 
 BAD_INPUTS = {
     # the edges gate (GX) names the column and the expectation
-    "missing column": (lambda pdf: pdf.drop(columns=["d"]), [], "d: expect_column_to_exist"),
+    "missing column": (lambda pdf: pdf.drop(columns=["d"]), [], "missing column(s) d"),
     "null id": (
         lambda pdf: pdf.assign(s=pdf["s"].astype("Int64").mask(pdf.index == 2)),
         [],

@@ -63,10 +63,22 @@ def test_clicks_suite_passes_on_a_good_click_log(spark, quality):
     assert report.docs_index is not None and report.docs_index.name == "index.html"
 
 
+def test_a_table_without_the_suites_columns_is_one_missing_columns_error_not_a_failure_per_expectation(spark, quality):
+    df = clicks(spark, [(1, 1.0, 3.0, "u1", "i1", ["t1"], 1)]).drop("C2", "label")
+    with pytest.raises(InputError) as err:
+        gate(df, "clicks", quality, schema=SCHEMA)
+    assert not isinstance(err.value, DataQualityError)
+    assert str(err.value).startswith("suite 'clicks': missing column(s) label, C2; the table has event_id")
+    # a CSV read without its header row: its first data row became the column names
+    headless = df.toDF(*[str(i) for i in range(len(df.columns))])
+    with pytest.raises(InputError, match=r"missing column\(s\) event_id, .* \(a CSV without its header row\?\)"):
+        gate(headless, "clicks", quality, schema=SCHEMA)
+
+
 def test_clicks_suite_stops_on_bad_labels_ids_dense_values_schema_and_row_count(spark, quality):
     # given a click log with a label 2, a null id, a negative, a NaN and an infinite dense
-    # value, no C2 column, and fewer rows than the configured minimum
-    df = clicks(spark, [(1, -1.0, 3.0, "u1", "i1", ["t1"], 2), (None, NAN, INF, "u2", "i2", [], 0)]).drop("C2")
+    # value, and fewer rows than the configured minimum
+    df = clicks(spark, [(1, -1.0, 3.0, "u1", "i1", ["t1"], 2), (None, NAN, INF, "u2", "i2", [], 0)])
     cfg = quality.model_copy(update={"min_rows": 3})
     # when gated
     with pytest.raises(DataQualityError) as err:
@@ -77,7 +89,6 @@ def test_clicks_suite_stops_on_bad_labels_ids_dense_values_schema_and_row_count(
     assert "expect_column_values_to_not_be_null" in cols["event_id"]
     assert "expect_column_values_to_be_between" in cols["I1"]
     assert "expect_column_values_to_be_between" in cols["I2"]
-    assert "expect_column_to_exist" in cols["C2"]
     assert "expect_table_row_count_to_be_between" in cols[None]
     message = str(err.value)
     assert message.startswith("data quality suite 'clicks' failed")

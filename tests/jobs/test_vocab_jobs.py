@@ -136,7 +136,7 @@ def built_vocab(spark, clicks, tmp_path_factory):
 @pytest.mark.parametrize(
     "extra, expected",
     [
-        (["--features", "C1,nope"], "nope: expect_column_to_exist"),  # missing column (the clicks gate)
+        (["--features", "C1,nope"], "suite 'clicks': missing column(s) nope"),  # missing column (the clicks gate)
         (["--features", "I1", "--set", "schema.dense=[I2]"], "'I1' has type double"),  # wrong type
         (["--start", "2030-01-01T00:00:00"], "no rows in the window"),  # empty input
         (["--input", "/nonexistent/clicks"], "/nonexistent/clicks"),  # unreadable path

@@ -149,3 +149,58 @@ def test_a_champion_that_cannot_score_the_new_rows_gives_way_saying_why(pipeline
     assert "I2" in decision.reason
     client = MlflowClient(tracking_uri=cfg.tracking_uri)
     assert str(client.get_model_version_by_alias("ctr_schema", "champion").version) == "2"
+
+
+# --------------------------------------------------------------------------- races between promotions
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """A real sqlite registry with model 'race' holding versions 1-3 (no pyfunc needed to move aliases)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", registry_uri=None)
+    client.create_registered_model("race")
+    for _ in range(3):
+        client.create_model_version("race", source=str(tmp_path))
+    return client
+
+
+def champion_of(client, name: str = "race") -> str:
+    return str(client.get_model_version_by_alias(name, "champion").version)
+
+
+def test_the_champion_moves_only_from_the_version_the_promotion_compared_with(registry):
+    from core.errors import EXIT_CONFLICT
+    from recsys.registry import LostPromotionRace, move_champion
+
+    move_champion(registry, "race", "1", expected=None)  # first champion
+    move_champion(registry, "race", "2", expected="1")
+    assert champion_of(registry) == "2"
+    # a promotion that compared v3 with v1 lost the race to v2: nothing moves, exit 3
+    with pytest.raises(LostPromotionRace, match=r"race@champion moved by another promotion \(v1 -> v2\)") as lost:
+        move_champion(registry, "race", "3", expected="1")
+    assert lost.value.exit_code == EXIT_CONFLICT
+    assert champion_of(registry) == "2"
+    # so does one that saw no champion at all
+    with pytest.raises(LostPromotionRace, match=r"\(none -> v2\)"):
+        move_champion(registry, "race", "3", expected=None)
+
+
+def test_aliases_move_under_one_lock_per_model_and_a_stale_lock_is_broken(registry):
+    import time
+
+    from core.errors import ConcurrentChange
+    from recsys.registry import LOCK_SUFFIX, promotion_lock
+
+    with promotion_lock(registry, "race"):
+        # a second holder waits, then gives up saying who holds it
+        with pytest.raises(ConcurrentChange, match=r"race\.promotion-lock' is held by another promotion"):
+            with promotion_lock(registry, "race", wait_s=0.5):
+                pass
+    # released: the lock model is gone
+    assert not registry.search_registered_models(f"name = 'race{LOCK_SUFFIX}'")
+    # a lock left by a killed promotion (held since long ago) is broken, not waited on forever
+    registry.create_registered_model(f"race{LOCK_SUFFIX}", tags={"holder": f"gone:1:{time.time() - 3600}"})
+    with promotion_lock(registry, "race", wait_s=0.5, stale_s=60):
+        pass
