@@ -47,6 +47,7 @@ def main() -> int:
     from ctr_quality import ensure_synthetic
 
     from core.train_config import TrainConfig, TrainInputs
+    from recsys.optembed_train import load_supernet
     from recsys.train import run_training
 
     d = ensure_synthetic(REPO / args.data_root / f"synth_{args.num_rows}", args.num_rows)
@@ -100,7 +101,7 @@ def main() -> int:
         supernet_epochs=None,
     )
     del plain
-    saved = torch.load(work / "plain" / "supernet.pt", weights_only=False)
+    saved = load_supernet(work / "plain" / "supernet.pt")
     names = list(full["tables_after"])
     norms = [saved["trained_state"][f"ebc.embedding_bags.{n}.weight"].abs().mean(1).numpy() for n in names]
     keep_rows = results["optembed"]["params"] // args.embedding_dim
@@ -115,7 +116,7 @@ def main() -> int:
         start += len(x)
     mag = work / "magnitude"
     mag.mkdir(parents=True, exist_ok=True)
-    torch.save({**saved, "keeps": keeps}, mag / "supernet.pt")
+    torch.save({**saved, "keeps": [torch.from_numpy(k) for k in keeps]}, mag / "supernet.pt")  # tensors only
     (mag / "search.json").write_text(json.dumps({"widths": [args.embedding_dim] * len(names)}))
     results["magnitude"] = _summary(run("magnitude", seed=seeds[0], baseline=False, stages=["retrain"]))
 
@@ -173,9 +174,9 @@ def _goal(seed: int, full_auc: float, full_params: int, oe: dict) -> dict:
 
 def _row_report(path: Path, names: list[str], thresholds: list[float]) -> dict:
     """Per field: threshold, rows, rows never updated in the supernet ("unseen") and how many of each were pruned."""
-    import torch
+    from recsys.optembed_train import load_supernet
 
-    s = torch.load(path, weights_only=False)
+    s = load_supernet(path)
     out = {}
     for n, keep, t in zip(names, s["keeps"], thresholds):
         key = f"ebc.embedding_bags.{n}.weight"

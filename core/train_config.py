@@ -3,13 +3,24 @@
 ``TrainConfig`` is the ``train:`` section of the pipeline config. Variants are picked by a
 ``kind`` discriminator: ``train.layout.kind`` (vocab | hashed | unified), ``train.model.kind``
 (dlrm | dcn), ``train.split.kind`` (random | time). Defaults live here; YAML holds only changes.
+A layer that sets a variant's keys without its ``kind`` keeps the kind below it (or the default).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Tag,
+    model_validator,
+)
 
 # Sharding types TorchRec's planner knows; which ones a backend offers is checked at plan time
 # (on CPU/gloo: data_parallel, table_wise, column_wise, table_column_wise; row-wise needs GPUs).
@@ -20,6 +31,19 @@ ShardingTypeName = Literal[
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _kind_or(default: str):
+    """Discriminator of a variant union: the value's ``kind``, else ``default``.
+
+    A layer that sets only other keys (``--set train.split.test_fraction=0.3``) keeps the kind of
+    the layer below it (OmegaConf merges mappings) or, with none below, the field's default kind.
+    """
+
+    def kind(value: Any) -> str:
+        return value.get("kind", default) if isinstance(value, dict) else getattr(value, "kind", default)
+
+    return kind
 
 
 class VocabLayoutConfig(_Strict):
@@ -53,7 +77,16 @@ class UnifiedLayoutConfig(_Strict):
     chunks: dict[str, PositiveInt] = Field(default_factory=dict)
 
 
-LayoutConfig = Annotated[VocabLayoutConfig | HashedLayoutConfig | UnifiedLayoutConfig, Field(discriminator="kind")]
+LayoutConfig = Annotated[
+    Annotated[VocabLayoutConfig, Tag("vocab")]
+    | Annotated[HashedLayoutConfig, Tag("hashed")]
+    | Annotated[UnifiedLayoutConfig, Tag("unified")],
+    Discriminator(
+        _kind_or("vocab"),
+        custom_error_type="invalid_kind",
+        custom_error_message="layout kind must be one of 'vocab', 'hashed', 'unified'",
+    ),
+]
 
 
 class DlrmConfig(_Strict):
@@ -74,7 +107,12 @@ class DcnConfig(_Strict):
     over_arch: list[PositiveInt] = Field(default_factory=lambda: [64, 32])
 
 
-ModelConfig = Annotated[DlrmConfig | DcnConfig, Field(discriminator="kind")]
+ModelConfig = Annotated[
+    Annotated[DlrmConfig, Tag("dlrm")] | Annotated[DcnConfig, Tag("dcn")],
+    Discriminator(
+        _kind_or("dlrm"), custom_error_type="invalid_kind", custom_error_message="model kind must be 'dlrm' or 'dcn'"
+    ),
+]
 
 
 class _SplitFractions(_Strict):
@@ -102,7 +140,14 @@ class TimeSplitConfig(_SplitFractions):
     kind: Literal["time"] = "time"
 
 
-SplitConfig = Annotated[RandomSplitConfig | TimeSplitConfig, Field(discriminator="kind")]
+SplitConfig = Annotated[
+    Annotated[RandomSplitConfig, Tag("random")] | Annotated[TimeSplitConfig, Tag("time")],
+    Discriminator(
+        _kind_or("random"),
+        custom_error_type="invalid_kind",
+        custom_error_message="split kind must be 'random' or 'time'",
+    ),
+]
 
 
 class OptEmbedConfig(_Strict):
@@ -196,6 +241,11 @@ class TrainConfig(_Strict):
         "more threads than free cores makes OpenMP spin and training crawl)",
     )
     device: Literal["cpu", "cuda"] = "cpu"
+    force: bool = Field(
+        default=False,
+        description="train even when world_size exceeds this host's CPU cores (or GPUs) or the embedding "
+        "tables exceed its available memory (warns instead of refusing)",
+    )
     backend: Literal["auto", "gloo", "nccl"] = "auto"
     launcher: Literal["auto", "spark"] = Field(
         default="auto",

@@ -3,6 +3,11 @@
     python jobs/train_ctr.py --world-size 2 --metrics-out data/ctr_metrics.json
     torchrun --nproc-per-node 2 jobs/train_ctr.py
     python jobs/train_ctr.py --launcher spark --world-size 2   # Spark TorchDistributor
+    python jobs/train_ctr.py --resume                           # continue the same run from train.checkpoint_dir
+
+A run this host cannot hold (more ranks than cores or GPUs, tables larger than available memory)
+is refused before any rank starts unless ``--force``; ``--resume`` refuses a checkpoint written by a
+run with another config, seed, split, input version or world size.
 
 The run is tracked in MLflow (child of $PIPELINE_PARENT_RUN_ID if set): metrics, training curves,
 the metrics JSON, the ShardingPlan and the Delta versions of the input and vocabulary. Its run id

@@ -2,13 +2,16 @@
 
 The file (``torch.save``) holds the training config, the embedding layout (tables, salts), the
 feature spec and plain CPU weights, so :func:`load_exported` rebuilds exactly the trained model
-without TorchRec's distributed package and maps ids/hashes to rows as training did.
+without TorchRec's distributed package and maps ids/hashes to rows as training did. It holds only
+tensors and JSON-able values (OptEmbed's id remaps are tensors), so it loads with
+``torch.load(weights_only=True)``: a file carrying any other pickled object is refused, not run.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import json
+import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,31 +19,72 @@ import pyarrow as pa
 import torch
 from torch import nn
 
+from core.errors import InputError
 from core.train_config import TrainConfig
 from recsys.data.batches import encode_rows, make_batch
 from recsys.data.features import FeatureSpec, block_from_arrow
+from recsys.files import atomic_file
 from recsys.modules.ctr import build_model
 from recsys.modules.layouts import EmbeddingLayout
 
 FORMAT = "recsys.ctr/1"
 
 
+def _numpy_scalar(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON data")
+
+
+def _plain(value):
+    """``value`` as JSON data (lists, dicts, str/int/float/bool/None): tuples become lists, numpy scalars numbers."""
+    return json.loads(json.dumps(value, default=_numpy_scalar))
+
+
+def _layout_dict(layout: EmbeddingLayout) -> dict:
+    """The layout as JSON data, OptEmbed's (N_k,) id remaps as int64 tensors (weights-only loadable)."""
+    d = layout.to_dict()
+    remaps = d.pop("remaps", None)
+    d = _plain(d)
+    if remaps is not None:
+        d["remaps"] = [torch.from_numpy(np.asarray(r, np.int64)) for r in remaps]
+    return d
+
+
 def save_exported(
     path: str, cfg: TrainConfig, layout: EmbeddingLayout, spec: FeatureSpec, state_dict: dict[str, torch.Tensor]
 ) -> None:
-    """Write the model file atomically (temp file + rename)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    """Write the model file atomically (temp file + rename, mode ``0666 & ~umask``): tensors + JSON data only."""
     payload = {
         "format": FORMAT,
         "config": cfg.model_dump(mode="json"),
-        "layout": layout.to_dict(),
-        "spec": spec.to_dict(),
-        "state_dict": state_dict,
+        "layout": _layout_dict(layout),
+        "spec": _plain(spec.to_dict()),
+        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
     }
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        torch.save(payload, f)
+
+
+def load_tensor_file(path: str | Path, what: str) -> dict:
+    """``torch.load(path, weights_only=True)``: tensors and plain data only, so a tampered file cannot run code.
+
+    Raises:
+        InputError: naming the file when it holds any other pickled object, or is not a torch file.
+    """
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        raise InputError(
+            f"{what} {path}: refused to load: it pickles {found.group(1) if found else 'an object'}, not only "
+            "tensors and plain data (a tampered or foreign file?)"
+        ) from None
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise InputError(f"{what} {path}: not readable as a torch file ({exc})".splitlines()[0]) from None
+    if not isinstance(payload, dict):
+        raise InputError(f"{what} {path}: expected a mapping, got a {type(payload).__name__}")
+    return payload
 
 
 class ExportedCTRModel(nn.Module):
@@ -78,10 +122,14 @@ def _inputs(batch):
 
 
 def load_exported(path: str) -> ExportedCTRModel:
-    """Load a file written by :func:`save_exported` into a plain CPU model."""
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    """Load a file written by :func:`save_exported` into a plain CPU model (weights-only unpickling).
+
+    Raises:
+        InputError: the file holds anything but tensors and plain data, or is not a model file.
+    """
+    payload = load_tensor_file(path, "model file")
     if payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a {FORMAT} model file (format {payload.get('format')!r})")
+        raise InputError(f"model file {path}: not a {FORMAT} model file (format {payload.get('format')!r})")
     cfg = TrainConfig.model_validate(payload["config"])
     spec = FeatureSpec.from_dict(payload["spec"])
     if "remaps" in payload["layout"]:  # OptEmbed: smaller tables + the vocabulary remap that travels with them

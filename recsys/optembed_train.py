@@ -39,6 +39,8 @@ from recsys.data.batches import EncodedRows
 from recsys.data.checks import InputSummary
 from recsys.distributed.launch import process_group
 from recsys.distributed.sharding import load_full_state_dict, plan_summary
+from recsys.export import load_tensor_file
+from recsys.files import atomic_file
 from recsys.modules.optembed import PrunedLayout, build_optembed_model
 from recsys.optembed import evolutionary_search, round_width, row_norms
 from recsys.results import (
@@ -245,6 +247,38 @@ def _stage_file(work: Path | None, name: str, stage: str) -> Path:
     return path
 
 
+def save_supernet(
+    path: Path,
+    keeps: list[np.ndarray],
+    initial_state: dict[str, torch.Tensor],
+    trained_state: dict[str, torch.Tensor],
+    thresholds: list[float],
+    metrics: SupernetResult,
+) -> None:
+    """Write stage 1's result to ``work_dir`` (atomically): row masks as bool tensors, states, metrics as JSON data."""
+    with atomic_file(path) as f:
+        torch.save(
+            {
+                "keeps": [torch.from_numpy(np.asarray(k, bool)) for k in keeps],
+                "initial_state": initial_state,
+                "trained_state": trained_state,
+                "thresholds": [float(t) for t in thresholds],
+                "metrics": metrics.model_dump(mode="json", exclude={"loaded_from"}),
+            },
+            f,
+        )
+
+
+def load_supernet(path: Path) -> dict:
+    """Read :func:`save_supernet`'s file with weights-only unpickling (``keeps`` back as numpy bool arrays).
+
+    Raises:
+        InputError: naming the file when it holds anything but tensors and plain data.
+    """
+    saved = load_tensor_file(path, "optembed supernet file")
+    return {**saved, "keeps": [np.asarray(k, bool) for k in saved["keeps"]]}
+
+
 def run_baseline(st: RankState) -> BaselineResult | None:
     """Stage 0: the plain full model (the 'before' metrics); its data share is reused by the stages after it."""
     base = CTRTrainer(st.cfg, st.summary, **st.kw).setup()
@@ -262,7 +296,7 @@ def run_supernet(st: RankState) -> SupernetResult | None:
     """Stage 1: train the supernet and compute the row masks (rank 0), or load both from ``work_dir``."""
     oe, work = st.cfg.optembed, st.work
     if "supernet" not in oe.stages:
-        saved = torch.load(_stage_file(work, "supernet.pt", "supernet"), weights_only=False)
+        saved = load_supernet(_stage_file(work, "supernet.pt", "supernet"))
         st.keeps, st.init_state = saved["keeps"], saved["initial_state"]
         return SupernetResult(**{**saved["metrics"], "loaded_from": str(work / "supernet.pt")})
     sup = SupernetTrainer(st.epochs(oe.supernet_epochs), st.summary, **st.kw).setup(st.data, st.split)
@@ -283,17 +317,7 @@ def run_supernet(st: RankState) -> SupernetResult | None:
         stage["rows_kept"] = {t.name: int(k.sum()) for t, k in zip(sup.layout_.tables, keeps)}
         result = SupernetResult(**stage)
         if work:
-            work.mkdir(parents=True, exist_ok=True)
-            torch.save(
-                {
-                    "keeps": keeps,
-                    "initial_state": sup.initial_state_,
-                    "trained_state": full,
-                    "thresholds": sup.thresholds(),
-                    "metrics": stage,
-                },
-                work / "supernet.pt",
-            )
+            save_supernet(work / "supernet.pt", keeps, sup.initial_state_, full, sup.thresholds(), result)
     st.keeps, st.init_state = _broadcast(keeps, st.rank), sup.initial_state_
     return result
 
@@ -309,7 +333,7 @@ def run_search(st: RankState, num_params, budget: int | None) -> tuple[list[int]
     if sup is None:  # search alone: the supernet's trained weights from work_dir
         sup = SupernetTrainer(st.epochs(oe.supernet_epochs), st.summary, **st.kw).setup(st.data, st.split)
         st.data, st.split = sup.data_, sup.split_record_
-        saved = torch.load(_stage_file(work, "supernet.pt", "supernet"), weights_only=False)
+        saved = load_supernet(_stage_file(work, "supernet.pt", "supernet"))
         load_full_state_dict(sup.model_, saved["trained_state"])
     widths, search = _search(sup, oe, full_dim, num_params, budget, st.rank)
     st.supernet = None

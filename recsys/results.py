@@ -7,14 +7,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from core.errors import InputError
+from recsys.files import atomic_file
 
 
 class _Result(BaseModel):
@@ -162,13 +161,9 @@ _ADAPTER: TypeAdapter = TypeAdapter(AnyTrainResult)
 
 
 def write_result(path: str | Path, result: BaseModel) -> None:
-    """Write a result as JSON atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    """Write a result as JSON atomically (temp file + rename), mode ``0666 & ~umask`` like any ``open()``."""
+    with atomic_file(path, "w") as f:
         f.write(result.model_dump_json(indent=2))
-    os.replace(tmp, path)
 
 
 def read_result(path: str | Path) -> TrainResult | OptEmbedResult:

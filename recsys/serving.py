@@ -21,9 +21,31 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.encoding import HASH_SUFFIX, MISSING_ID, OOV_ID, spark_xxhash64
+from core.errors import InputError
 from recsys.data.features import FeatureSpec
 
 PROBABILITY_COL = "probability"
+SHOWN_COLUMNS = 5  # an error names at most this many columns, then says how many more
+
+
+def _few(names: Sequence[str]) -> str:
+    """``'a', 'b' and 3 more``: the first :data:`SHOWN_COLUMNS` names of a list, for a one-line error."""
+    shown = ", ".join(repr(n) for n in names[:SHOWN_COLUMNS])
+    return shown + (f" and {len(names) - SHOWN_COLUMNS} more" if len(names) > SHOWN_COLUMNS else "")
+
+
+def _as_float_array(values) -> pa.Array | None:
+    """A raw dense column as float64 (nulls kept), or None when it is not numeric (strings, bools, objects)."""
+    try:
+        arr = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+        return None
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    t = arr.type
+    if pa.types.is_null(t) or pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return arr.cast(pa.float64())
+    return None
 
 
 def _as_string_array(values) -> pa.Array:
@@ -117,21 +139,34 @@ class RawFeatureEncoder:
         return [*self.spec.dense, *self.spec.sparse]
 
     def encode(self, raw: pa.Table | pd.DataFrame) -> pa.Table:
-        """Encode a batch of raw rows (N rows) into an Arrow table in the encode job's column layout."""
+        """Encode a batch of raw rows (N rows) into an Arrow table in the encode job's column layout.
+
+        Dense values pass as float64; +-inf later counts as missing, like NaN (``dense_transform``).
+
+        Raises:
+            InputError: one line naming the (first few) input columns that are absent, or dense
+                columns that are not numeric.
+        """
         get = (lambda c: raw.column(c)) if isinstance(raw, pa.Table) else (lambda c: raw[c])
         names = raw.column_names if isinstance(raw, pa.Table) else list(raw.columns)
         absent = [c for c in self.input_columns if c not in names]
         if absent:
-            raise ValueError(f"raw rows lack column(s) {absent}; expected {self.input_columns}")
+            raise InputError(
+                f"raw rows lack input column(s) {_few(absent)} (the model reads {len(self.input_columns)} columns)"
+            )
         cols: dict[str, pa.Array] = {}
         for c in self.spec.dense:
-            col = get(c)
-            arr = col if isinstance(col, (pa.Array, pa.ChunkedArray)) else pa.array(col, from_pandas=True)
-            cols[c] = arr.cast(pa.float64())
+            cols[c] = _as_float_array(get(c))
+        wrong = [c for c in self.spec.dense if cols[c] is None]
+        if wrong:
+            raise InputError(f"dense input column(s) {_few(wrong)} must be numeric (double), with nulls for missing")
         for f in self.spec.sparse:
             voc = self.vocabularies[f]
             if f in self.spec.multi_valued:
-                lists = _as_list_array(get(f))
+                try:
+                    lists = _as_list_array(get(f))
+                except (ValueError, TypeError, pa.ArrowException) as exc:
+                    raise InputError(f"input column {f!r} must hold arrays of strings ({exc})") from None
                 lengths = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int32)
                 offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
                 ids, hashes = voc.encode(pc.list_flatten(lists), self.with_hash)
@@ -171,15 +206,23 @@ class CTRScorer:
 
 
 def model_signature(spec: FeatureSpec):
-    """MLflow signature of the raw-row model: dense doubles, categorical strings, array<string>; -> probability."""
+    """MLflow signature of the raw-row model: dense numbers, categorical strings, array<string>; -> probability.
+
+    Dense columns are typed ``Any`` and every column is marked optional so that the model's own check
+    answers a missing or non-numeric column in one line naming it: MLflow's check would print the
+    whole input frame (and refuse integer counts). The model still needs every column.
+    """
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, Array, ColSpec, DataType, Schema
 
-    inputs = [ColSpec(DataType.double, c) for c in spec.dense]
+    inputs = [ColSpec(AnyType(), c, required=False) for c in spec.dense]
     # Array columns are array<any>, not array<string>: MLflow 3.17's check of array<string> rejects a null
     # array and turns a null element into a string fragment ('n'); the encoder casts elements to string.
     inputs += [
-        ColSpec(Array(AnyType()), f) if f in spec.multi_valued else ColSpec(DataType.string, f) for f in spec.sparse
+        ColSpec(Array(AnyType()), f, required=False)
+        if f in spec.multi_valued
+        else ColSpec(DataType.string, f, required=False)
+        for f in spec.sparse
     ]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec(DataType.double, PROBABILITY_COL)]))
 
@@ -200,7 +243,9 @@ try:  # the pyfunc wrapper needs mlflow; the encoder above does not
         """MLflow pyfunc: artifacts ``model`` (exported .pt file) and ``vocab`` (parquet ``feature, value, id``).
 
         ``predict`` takes a pandas frame of raw rows (the signature's columns) and returns a frame
-        with one ``probability`` column (float64, in row order).
+        with one ``probability`` column (float64, in row order). A missing input column or a
+        non-numeric dense one is an ``MlflowException`` of one line naming the columns; +-inf dense
+        values score like missing ones (NaN/null).
         """
 
         def load_context(self, context):
@@ -208,7 +253,12 @@ try:  # the pyfunc wrapper needs mlflow; the encoder above does not
 
         # No type hints on predict: MLflow 3 would derive a second, hint-based schema from them.
         def predict(self, context, model_input, params=None):
-            probs = self.scorer_.predict(model_input)
+            from mlflow.exceptions import MlflowException
+
+            try:
+                probs = self.scorer_.predict(model_input)
+            except InputError as exc:
+                raise MlflowException.invalid_parameter_value(str(exc)) from None
             return pd.DataFrame({PROBABILITY_COL: probs.astype(np.float64)})
 except ImportError:  # pragma: no cover - mlflow is part of the pinned environment
     CTRPyfuncModel = None  # type: ignore[assignment,misc]

@@ -1,8 +1,9 @@
 """CTR training job on ranks: checks in the calling process, then :func:`train_rank` on every rank.
 
-``run_training(cfg)`` is what the job calls: it checks the inputs in the calling process (so bad
-input fails before any rank starts), then runs :func:`train_rank` in this process (under torchrun
-or TorchDistributor, or when ``world_size`` is 1) or in ``world_size`` spawned ranks.
+``run_training(cfg)`` is what the job calls: it checks the inputs, the checkpoint a resume would
+continue, and (when it spawns the ranks itself) this host's cores and memory in the calling
+process, so bad input fails before any rank starts; then it runs :func:`train_rank` in this process
+(under torchrun or TorchDistributor, or when ``world_size`` is 1) or in ``world_size`` spawned ranks.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import torch
 from core.net import free_port
 from core.train_config import TrainConfig, TrainInputs
 from recsys.data.checks import InputSummary, check_inputs, check_memory_budget
-from recsys.distributed.launch import process_group, resolve_backend, spawn, under_launcher
+from recsys.distributed.launch import admit, process_group, resolve_backend, spawn, under_launcher
 from recsys.distributed.sharding import plan_summary, sharding_constraints
 from recsys.metrics import auc_logloss
 from recsys.optembed_train import optembed_rank
 from recsys.results import OptEmbedResult, TrainResult, read_result, write_result
-from recsys.trainer import CTRTrainer, make_run_layout, oracle_auc
+from recsys.trainer import CTRTrainer, check_resume, make_run_layout, oracle_auc
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,8 @@ def train_rank(cfg: TrainConfig, summary: InputSummary) -> TrainResult | OptEmbe
             train_seconds=trained["seconds"],
             wall_seconds=time.perf_counter() - started,
             steps=trainer.progress_["global_step"],
-            final_loss=trained["losses"][-1] if trained["losses"] else None,
-            loss_history=trained["losses"],
+            final_loss=trainer.loss_history_[-1] if trainer.loss_history_ else None,
+            loss_history=trainer.loss_history_,
             layout=layout.kind,
             layout_config=cfg.layout.model_dump(),
             tables={t.name: [t.num_embeddings, t.embedding_dim] for t in layout.tables},
@@ -93,11 +94,15 @@ def _spawned_rank(cfg: TrainConfig, summary: InputSummary, result_path: str) -> 
 
 
 def prepare(cfg: TrainConfig, inputs: TrainInputs) -> InputSummary:
-    """Every check that can fail before training: data, vocabulary, memory budget, sharding constraints."""
+    """Every check that can fail before training: data, vocabulary, memory budget, sharding, resume fingerprint.
+
+    Under a launcher every rank runs it and every rank raises alike (same inputs, same checkpoint).
+    """
     summary = check_inputs(cfg, inputs)
     layout = make_run_layout(cfg, summary)
     check_memory_budget(layout, cfg.embedding_optimizer, cfg.max_embedding_bytes)
     sharding_constraints([t.name for t in layout.tables], cfg.sharding_types, cfg.device)
+    check_resume(cfg, summary, int(os.environ["WORLD_SIZE"]) if under_launcher() else cfg.world_size)
     return summary
 
 
@@ -106,6 +111,8 @@ def run_training(cfg: TrainConfig, inputs: TrainInputs) -> TrainResult | OptEmbe
     summary = prepare(cfg, inputs)
     if under_launcher():
         return train_rank(cfg, summary)
+    need = make_run_layout(cfg, summary).embedding_bytes(cfg.embedding_optimizer)["total"]
+    admit(cfg.world_size, cfg.device, need, cfg.force)
     if cfg.world_size == 1:
         saved = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")}
         os.environ.update(

@@ -9,10 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from pydantic import BaseModel
 from torch import nn
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
@@ -26,7 +28,13 @@ from recsys.data.checks import InputSummary
 from recsys.data.features import ROW_INDEX, block_from_arrow, concat_blocks, select_rows, timestamps_us
 from recsys.data.reader import DeltaSource
 from recsys.data.splits import SPLITS, random_split, time_cutoffs, time_split
-from recsys.distributed.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from recsys.distributed.checkpoint import (
+    CheckpointRun,
+    check_resumable,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from recsys.distributed.sharding import (
     attach_embedding_optimizer,
     full_state_dict,
@@ -45,6 +53,87 @@ log = logging.getLogger(__name__)
 
 def make_run_layout(cfg: TrainConfig, summary: InputSummary) -> EmbeddingLayout:
     return make_layout(cfg.layout, list(summary.spec.sparse), summary.vocab_sizes, cfg.embedding_dim, cfg.seed)
+
+
+# TrainConfig fields (dotted below ``train``) that steer a run but do not shape the model it trains, so a
+# resumed run may change them: how far to train, where and how ranks run, what gets written, guards.
+RUN_CONTROL_FIELDS = frozenset(
+    {
+        "epochs",  # how far to train: resuming with more epochs or steps is how a run goes on
+        "max_steps",
+        "resume",
+        "checkpoint_dir",
+        "checkpoint_every",
+        "export_path",
+        "metrics_out",
+        "progress",
+        "force",
+        "max_embedding_bytes",  # a guard, not a setting of the model
+        "read_batch_rows",  # rows per read; the rows and their order are the same
+        "eval_batch_size",
+        "world_size",  # recorded as the number of ranks actually running (under torchrun: WORLD_SIZE)
+        "num_threads",
+        "device",
+        "backend",
+        "launcher",
+        "spark_local_mode",
+        "sharding_types",  # placement only: sharded == unsharded
+        "optembed.work_dir",
+        "optembed.stages",
+        "optembed.baseline",
+    }
+)
+
+
+def _config_fields(prefix: str, model: BaseModel, skip: frozenset[str], at: str = "") -> dict[str, Any]:
+    """``{prefix.field: value}`` of a config, sub-configs flattened (``train.split.test_fraction``), as JSON data."""
+    dumped = model.model_dump(mode="json")
+    out: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        rel = f"{at}{name}"
+        if rel in skip:
+            continue
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            out.update(_config_fields(prefix, value, skip, f"{rel}."))
+        else:
+            out[f"{prefix}.{rel}"] = dumped[name]
+    return out
+
+
+def run_fingerprint(cfg: TrainConfig, summary: InputSummary, world_size: int) -> dict[str, Any]:
+    """Field -> value of everything that shapes the trained model; a resumed run must match it field by field.
+
+    That is the config less :data:`RUN_CONTROL_FIELDS` (seed and split included), the number of
+    ranks (it decides each rank's data share), and the encoded and vocabulary tables: paths, the
+    Delta versions read, and the columns used.
+    """
+    spec = summary.spec
+    fields = _config_fields("train", cfg, RUN_CONTROL_FIELDS)
+    fields.update(
+        {
+            "train.world_size": world_size,
+            "tables.encoded.path": summary.inputs.encoded,
+            "tables.encoded.version": summary.input_version,
+            "tables.vocab.path": summary.inputs.vocab,
+            "tables.vocab.version": summary.vocab_version,
+            "schema.label": spec.label_col,
+            "schema.id": spec.id_col,
+            "schema.dense": list(spec.dense),
+            "schema.categorical": list(spec.sparse),
+        }
+    )
+    if cfg.split.kind == "time":
+        fields["schema.time"] = summary.inputs.time_col
+    return fields
+
+
+def check_resume(cfg: TrainConfig, summary: InputSummary, world_size: int) -> str | None:
+    """The checkpoint ``train.resume`` would continue (None: a fresh start); ConfigError if this run differs from it."""
+    path = latest_checkpoint(cfg.checkpoint_dir) if cfg.resume and cfg.checkpoint_dir else None
+    if path is not None:
+        check_resumable(path, run_fingerprint(cfg, summary, world_size))
+    return path
 
 
 def load_rank_data(
@@ -141,6 +230,7 @@ class CTRTrainer:
         del plain
         self.optimizer_ = self._optimizer()
         self.progress_ = {"epoch": 0, "step_in_epoch": 0, "global_step": 0}
+        self.loss_history_: list[float] = []  # every step's loss of the run, restored ones included
         if self.rank == 0:
             log.info("sharding plan:\n%s", self.plan_)
         return self
@@ -178,7 +268,10 @@ class CTRTrainer:
         return steps
 
     def train(self, max_steps: int | None = None) -> dict:
-        """Train until ``cfg.epochs`` or ``max_steps`` global steps; returns losses and examples/second."""
+        """Train until ``cfg.epochs`` or ``max_steps`` global steps; returns this call's losses and examples/second.
+
+        Every loss is also appended to ``loss_history_``, which a :meth:`restore` starts with the checkpoint's.
+        """
         cfg = self.cfg
         max_steps = max_steps if max_steps is not None else cfg.max_steps
         steps = self.steps_per_epoch()
@@ -208,6 +301,7 @@ class CTRTrainer:
                 loss.backward()
                 self.optimizer_.step()
                 losses.append(float(loss.detach()))
+                self.loss_history_.append(losses[-1])
                 p["step_in_epoch"] += 1
                 p["global_step"] += 1
                 examples += cfg.batch_size * self.world_size
@@ -269,16 +363,28 @@ class CTRTrainer:
         return EvalResult(**auc_logloss(labels, probs), rows=int(len(labels)))
 
     # ------------------------------------------------------------------ persistence
+    def fingerprint(self) -> dict[str, Any]:
+        return run_fingerprint(self.cfg, self.summary, self.world_size)
+
     def save(self) -> str:
-        return save_checkpoint(self.cfg.checkpoint_dir, self.model_, self.optimizer_, self.progress_)
+        """Checkpoint the model, optimisers and progress (collective), with rank 0's fingerprint and loss history."""
+        run = CheckpointRun.of(self.fingerprint(), self.loss_history_) if self.rank == 0 else None
+        return save_checkpoint(self.cfg.checkpoint_dir, self.model_, self.optimizer_, self.progress_, run)
 
     def restore(self, path: str | None = None) -> bool:
+        """Continue from ``path`` (default: the latest checkpoint); False if there is none (collective).
+
+        Raises:
+            ConfigError: on every rank alike, when this run's fingerprint differs from the checkpoint's.
+        """
         path = path or latest_checkpoint(self.cfg.checkpoint_dir)
         if path is None:
             return False
+        run = check_resumable(path, self.fingerprint())
         # Adam's state is created lazily at its first step; make it exist so the checkpoint can fill it.
         self.dense_optimizer_.init_state()
         self.progress_ = load_checkpoint(path, self.model_, self.optimizer_)
+        self.loss_history_ = list(run.loss_history) if self.rank == 0 else []
         return True
 
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:

@@ -123,15 +123,16 @@ def resolve_feature_spec(
 def dense_transform(raw: np.ndarray) -> np.ndarray:
     """Criteo-style dense input: ``[log(1 + max(x, 0)), missing]`` per feature, missing values -> 0.
 
-    Negative counts (Criteo's I2 has -1s) are clipped to 0 before the log.
+    Negative counts (Criteo's I2 has -1s) are clipped to 0 before the log. +-inf counts as missing,
+    like NaN: no count is infinite, and log(1 + inf) would saturate every logit to probability 1.
 
     Args:
-        raw: (N, n) float64 raw counts, NaN where missing.
+        raw: (N, n) float64 raw counts, NaN (or +-inf) where missing.
     Returns:
         (N, 2n) float32: the n transformed values, then the n missing indicators (1.0 = missing).
     """
-    missing = np.isnan(raw)
-    logs = np.log1p(np.clip(np.nan_to_num(raw, nan=0.0), 0.0, None))
+    missing = ~np.isfinite(raw)
+    logs = np.log1p(np.clip(np.where(missing, 0.0, raw), 0.0, None))
     return np.concatenate([logs, missing.astype(np.float64)], axis=1).astype(np.float32)
 
 

@@ -58,6 +58,7 @@ def two_rank_checks(encoded: str, vocab: str, out_dir: str) -> None:
         res["restored"] = c.restore()
         res["progress_after_restore"] = dict(c.progress_)
         res["losses_resumed"] = c.train()["losses"]
+        res["history_resumed"] = c.loss_history_
         resumed = c.full_state_dict()
         if rank == 0:
             res["tables_changed"] = {k: not torch.equal(before[k], after[k]) for k in before if "embedding_bags" in k}

@@ -45,6 +45,12 @@ def test_dense_transform_is_log1p_with_missing_indicator():
     assert out.dtype == np.float32
 
 
+def test_dense_transform_treats_infinite_values_as_missing():
+    # given +inf and -inf where a count would be; then each reads like NaN: value 0, missing 1
+    out = dense_transform(np.array([[np.inf], [-np.inf], [np.nan]]))
+    np.testing.assert_array_equal(out, [[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
+
+
 def test_arrays_become_jagged_bags_and_null_hashes_become_zero():
     # given three rows: tags [5, 9], null, [1]; C1 null-hash (missing value, id 0)
     table = pa.table(

@@ -43,6 +43,7 @@ def test_resuming_from_a_sharded_checkpoint_continues_identically(ranks):
         assert r["restored"] and r["progress_after_restore"]["global_step"] == 3
         assert r["losses_first"] + r["losses_resumed"] == r["losses_straight"]
     assert ranks[0]["resume_max_diff"] == 0.0
+    assert ranks[0]["history_resumed"] == ranks[0]["losses_straight"]  # rank 0's losses before the save survive
 
 
 def test_the_exported_model_scores_like_the_trainer_in_one_process(ranks):

@@ -65,7 +65,7 @@ def test_thresholds_move_under_training_and_the_noise_field_rises_most(run):
 
 def test_the_noise_field_is_pruned_to_its_missing_and_oov_rows(run):
     # given C2 is pure noise and C1 carries the label; when the supernet is trained; then
-    keeps = torch.load(f"{run[1].optembed.work_dir}/supernet.pt", weights_only=False)["keeps"]
+    keeps = torch.load(f"{run[1].optembed.work_dir}/supernet.pt", weights_only=True)["keeps"]
     assert keeps[0][:30].all()  # the useful field keeps every row it saw
     assert keeps[1].sum() == 2  # C2: only the missing and OOV rows stay
     assert keeps[2].all()  # tags (multi-valued) untouched
@@ -84,8 +84,8 @@ def test_the_search_respects_the_parameter_budget(run):
 
 def test_the_retrained_table_has_exactly_the_reported_shape(run):
     metrics, cfg = run
-    state = torch.load(cfg.export_path, weights_only=False)["state_dict"]
-    keeps = torch.load(f"{cfg.optembed.work_dir}/supernet.pt", weights_only=False)["keeps"]
+    state = torch.load(cfg.export_path, weights_only=True)["state_dict"]
+    keeps = torch.load(f"{cfg.optembed.work_dir}/supernet.pt", weights_only=True)["keeps"]
     for name, keep in zip(["C1", "C2", "tags"], keeps):
         assert list(state[f"ebc.embedding_bags.{name}.weight"].shape) == metrics.tables_after[name]
         assert metrics.tables_after[name] == [int(keep.sum()), metrics.widths[name]]

@@ -116,7 +116,7 @@ def negated_copy(export_path: str, out_path: str) -> str:
     """The same exported model with its output logit negated: AUC becomes exactly 1 - AUC (a worse model)."""
     import torch
 
-    payload = torch.load(export_path, map_location="cpu", weights_only=False)
+    payload = torch.load(export_path, map_location="cpu", weights_only=True)
     state = payload["state_dict"]
     head = "over_arch.model.1"  # OverArch's last Linear: the logit
     state[f"{head}.weight"] = -state[f"{head}.weight"]
