@@ -104,9 +104,9 @@ _FAILED_READ = re.compile(r"\[FAILED_READ_FILE\.(\w+)\] Encountered error while 
 _CAUSE = re.compile(r"Caused by: ([\w.$]+): (.+)")
 
 
-def unreadable_file(exc: BaseException) -> tuple[str, str] | None:
-    """``(file, reason)`` if ``exc`` is Spark failing to read a file of a table (missing, truncated, corrupt)."""
-    text = str(exc)
+def unreadable_file(text: str) -> tuple[str, str] | None:
+    """``(file, reason)`` if ``text`` (an error, a GX exception record) is Spark failing to read a file of a
+    table (missing, truncated, corrupt)."""
     found = _FAILED_READ.search(text)
     if found is None:
         return None
@@ -122,7 +122,7 @@ def reading(what: str):
     try:
         yield
     except Exception as exc:
-        if (bad := unreadable_file(exc)) is None:
+        if (bad := unreadable_file(str(exc))) is None:
             raise
         raise InputError(f"{what}: cannot read file {bad[0]}: {bad[1]}") from None
 

@@ -575,7 +575,7 @@ def validate(
             frame.unpersist()
     (result,) = outcome.run_results.values()
     for r in result.results:  # GX reports a file Spark could not read as failed expectations: it is an input error
-        if not r.success and (bad := unreadable_file(Exception("\n".join(_strings(r.exception_info))))):
+        if not r.success and (bad := unreadable_file("\n".join(_strings(r.exception_info)))):
             raise InputError(f"cannot read file {bad[0]}: {bad[1]}")
     result_path = folder / "result.json"
     result_path.write_text(json.dumps(result.to_json_dict(), indent=2, default=str))

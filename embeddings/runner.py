@@ -186,10 +186,13 @@ def run_stage(spark: SparkSession, cfg: PipelineConfig, stage: Stage) -> StageRe
                 for output in out.outputs.values():
                     for rule in output.gates:
                         check(output.frame, rule, cfg)
-                for name in out.outputs:  # all outputs before the first write: a lost race writes nothing
-                    path = cfg.tables.path(name)
-                    if (now := delta_version(spark, path)) != bases[name]:
-                        raise changed_by_another_run(path, bases[name], now, f"tables.{name}")
+                if (
+                    len(out.outputs) > 1
+                ):  # all before the first write, so a lost race writes none (write_delta checks each)
+                    for name in out.outputs:
+                        path = cfg.tables.path(name)
+                        if (now := delta_version(spark, path)) != bases[name]:
+                            raise changed_by_another_run(path, bases[name], now, f"tables.{name}")
                 for name, output in out.outputs.items():
                     metadata = {"job": stage.name, "inputs": lineage, **output.metadata}
                     written[name] = write_delta(

@@ -27,30 +27,35 @@ def job_main(name: str):
     return module.main
 
 
-@pytest.fixture(scope="module")
-def jobs_run(pipeline_tables, tmp_path_factory):
-    """Config file + outputs of `train_ctr` then `promote`, run once for this module on a sqlite store."""
-    root = tmp_path_factory.mktemp("jobs")
-    conf = {
+def jobs_conf(root, model: str, tables: dict, schema: dict, epochs: int = 2) -> dict:
+    """A job config with everything under ``root``: local Spark, sqlite MLflow, GX evidence, a tiny DLRM."""
+    return {
         "spark": {"master": "local[2]", "shuffle_partitions": 2, "checkpoint_dir": str(root / "checkpoints")},
-        "mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "registered_model": "ctr_jobs"},
+        "mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "registered_model": model},
         "quality": {"output": str(root / "quality"), "data_docs": False},
-        "tables": {
-            "clicks": {"path": pipeline_tables["raw"]},
-            "vocab": {"path": pipeline_tables["vocab"]},
-            "encoded": {"path": pipeline_tables["encoded"]},
-        },
-        "schema": pipeline_tables["schema"],
+        "tables": tables,
+        "schema": schema,
         "train": {
             "batch_size": 32,
             "embedding_dim": 8,
-            "epochs": 2,
+            "epochs": epochs,
             "progress": False,
             "model": {"kind": "dlrm", "dense_arch": [16], "over_arch": [16]},
             "export_path": str(root / "model.pt"),
             "metrics_out": str(root / "metrics.json"),
         },
     }
+
+
+@pytest.fixture(scope="module")
+def jobs_run(pipeline_tables, tmp_path_factory):
+    """Config file + outputs of `train_ctr` then `promote`, run once for this module on a sqlite store."""
+    root = tmp_path_factory.mktemp("jobs")
+    tables = {
+        name: {"path": pipeline_tables[key]}
+        for name, key in (("clicks", "raw"), ("vocab", "vocab"), ("encoded", "encoded"))
+    }
+    conf = jobs_conf(root, "ctr_jobs", tables, pipeline_tables["schema"])
     (root / "conf.yaml").write_text(yaml.safe_dump(conf))
     args = ["--config", str(root / "conf.yaml")]
     codes = {"train": run(job_main("train_ctr"), args), "promote": run(job_main("promote"), args)}

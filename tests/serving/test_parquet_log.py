@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import yaml
 from conftest import RAW_SCHEMA, SCHEMA, raw_rows
-from test_jobs import job_main
+from test_jobs import job_main, jobs_conf
 
 from core.cli import run
 
@@ -20,23 +20,8 @@ pytestmark = pytest.mark.slow  # Spark stages, training, registry, Spark scoring
 def parquet_pipeline(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("parquet_log")
     spark.createDataFrame(raw_rows(), RAW_SCHEMA).repartition(2).write.parquet(str(root / "clicks"))
-    conf = {
-        "spark": {"master": "local[2]", "shuffle_partitions": 2, "checkpoint_dir": str(root / "checkpoints")},
-        "mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "registered_model": "ctr_parquet"},
-        "quality": {"output": str(root / "quality"), "data_docs": False},
-        "vocab": {"min_count": 2},
-        "tables": {"root": str(root), "clicks": {"path": "clicks", "format": "parquet"}},
-        "schema": SCHEMA,
-        "train": {
-            "batch_size": 32,
-            "embedding_dim": 8,
-            "epochs": 1,
-            "progress": False,
-            "model": {"kind": "dlrm", "dense_arch": [16], "over_arch": [16]},
-            "export_path": str(root / "model.pt"),
-            "metrics_out": str(root / "metrics.json"),
-        },
-    }
+    tables = {"root": str(root), "clicks": {"path": "clicks", "format": "parquet"}}
+    conf = {**jobs_conf(root, "ctr_parquet", tables, SCHEMA, epochs=1), "vocab": {"min_count": 2}}
     (root / "conf.yaml").write_text(yaml.safe_dump(conf))
     args = ["--config", str(root / "conf.yaml")]
     codes = {job: run(job_main(job), args) for job in ("build_vocab", "encode", "train_ctr", "promote", "score")}
