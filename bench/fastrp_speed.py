@@ -142,6 +142,7 @@ def one_engine(args) -> int:
     work = Path(args.workdir)
     path = work / f"edges_{args.child_size}.parquet"
     cfg = FastRPConfig(
+        weight_col=None,  # unweighted edge lists
         dim=args.dim,
         iteration_weights=[1.0] * args.iterations,
         normalization_strength=-0.5,

@@ -39,7 +39,6 @@ from core.tracking import redact
 TABLE_FLAGS: dict[str, dict[str, str]] = {
     "synth": {
         "output": "tables.clicks.path",
-        "edges_output": "tables.edges.path",
         "oracle_output": "tables.oracle.path",
     },
     "vocab": {
@@ -56,7 +55,20 @@ TABLE_FLAGS: dict[str, dict[str, str]] = {
         "output": "tables.encoded.path",
         "features": "schema.categorical",
     },
+    "graph": {
+        "input": "tables.clicks.path",
+        "input_format": "tables.clicks.format",
+        "output": "tables.edges.path",
+        "time_col": "schema.time",
+        "label_col": "schema.label",
+    },
     "fastrp": {"edges": "tables.edges.path", "edges_format": "tables.edges.format", "output": "tables.embeddings.path"},
+    "retrieve": {
+        "embeddings": "tables.embeddings.path",
+        "edges": "tables.edges.path",
+        "edges_format": "tables.edges.format",
+        "output": "tables.candidates.path",
+    },
     "train": {
         "input": "tables.encoded.path",
         "vocab": "tables.vocab.path",
@@ -204,6 +216,8 @@ def _format_validation_error(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err["loc"]) or "<root>"
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown config key '{loc}'")
+        elif not err["loc"]:  # a check across sections: its message names the keys (the input is the whole document)
+            lines.append(err["msg"].removeprefix("Value error, "))
         else:
             lines.append(f"config key '{loc}': {err['msg']} (got {err.get('input')!r})")
     return "invalid configuration:\n  " + "\n  ".join(lines)

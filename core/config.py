@@ -60,7 +60,8 @@ class TableConfig(StrictModel):
 
 
 # Tables the pipeline writes: always Delta (atomic commits, versions, lineage).
-WRITTEN_TABLES = ("oracle", "vocab", "encoded", "embeddings", "scores")
+# (edges too when build_graph makes them; a user may bring an edge table of their own in any format)
+WRITTEN_TABLES = ("oracle", "vocab", "encoded", "embeddings", "scores", "candidates")
 
 
 class TablesConfig(StrictModel):
@@ -75,8 +76,9 @@ class TablesConfig(StrictModel):
     oracle: TableConfig | None = Field(default=None, description="(event_id, label, p_true): synthetic data only")
     vocab: TableConfig = TableConfig(path="vocab")
     encoded: TableConfig = TableConfig(path="encoded")
-    edges: TableConfig = TableConfig(path="raw/edges")
+    edges: TableConfig = TableConfig(path="graph/edges")
     embeddings: TableConfig = TableConfig(path="fastrp")
+    candidates: TableConfig = TableConfig(path="candidates")
     score_rows: TableConfig | None = Field(default=None, description="raw rows jobs/score.py scores (default: clicks)")
     scores: TableConfig = TableConfig(path="scores")
 
@@ -127,7 +129,7 @@ class ClickSchema(StrictModel):
 
 
 class SynthConfig(StrictModel):
-    """Synthetic Criteo-shaped click log, its oracle and user-item edges (tables clicks, oracle, edges)."""
+    """Synthetic Criteo-shaped click log and its oracle (tables clicks, oracle); build_graph makes its edges."""
 
     num_rows: PositiveInt = 100_000
     num_dense: PositiveInt = 6
@@ -161,6 +163,66 @@ class VocabConfig(StrictModel):
         return self
 
 
+class CooccurrenceConfig(StrictModel):
+    """Optional item-item edges: two items linked once per user who interacted with both (capped per user)."""
+
+    enabled: bool = False
+    max_items_per_user: PositiveInt = Field(
+        default=50, description="a user's most recent distinct items that pair (heavy users do not dominate)"
+    )
+    within_hours: PositiveFloat | None = Field(
+        default=None, description="pair two items only if the user's last events on them are this close"
+    )
+    weight: PositiveFloat = Field(default=1.0, description="edge weight per user sharing the pair")
+
+
+class GraphConfig(StrictModel):
+    """The interaction graph of the click log (clicks -> edges, jobs/build_graph.py).
+
+    Nodes are typed by role: the value ``42`` of ``user`` is node ``user:42``, of ``item`` node
+    ``item:42``, so they never merge. An edge's weight sums its events' weights: 1 each (``count``),
+    1 per click (``positives``), ``positive_weight``/``negative_weight`` by label (``label``), each
+    times ``0.5 ** (age / half_life_days)`` when set (age from the latest event in the window).
+    Edges with weight <= 0 or below ``min_weight`` are dropped.
+    """
+
+    user: str = Field(default="C1", min_length=1, description="the click-log column of the user (edge source)")
+    item: str = Field(default="C2", min_length=1, description="the click-log column of the item (edge target)")
+    weight: Literal["count", "positives", "label"] = "count"
+    positive_weight: float = Field(default=1.0, description="label policy: weight of a click")
+    negative_weight: float = Field(default=0.0, description="label policy: weight of a non-click (may be < 0)")
+    half_life_days: PositiveFloat | None = Field(default=None, description="recency decay; None: no decay")
+    start: dt.datetime | None = Field(default=None, description="window start on schema.time (inclusive)")
+    end: dt.datetime | None = Field(default=None, description="window end on schema.time (exclusive)")
+    min_weight: float = Field(default=0.0, ge=0.0, description="drop edges lighter than this")
+    cooccurrence: CooccurrenceConfig = CooccurrenceConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "GraphConfig":
+        if self.user == self.item:
+            raise ValueError(f"graph.user and graph.item name the same column {self.user!r}")
+        if self.start and self.end and self.start >= self.end:
+            raise ValueError(f"graph.start ({self.start}) must be before graph.end ({self.end})")
+        return self
+
+    def prefix(self, column: str) -> str | None:
+        """The node-id prefix of ``column``'s values (``"user:"``/``"item:"``), None if it is no node column."""
+        return {self.user: "user:", self.item: "item:"}.get(column)
+
+
+class RetrieveConfig(StrictModel):
+    """Candidate retrieval over the FastRP vectors (embeddings -> candidates, jobs/retrieve.py)."""
+
+    k: PositiveInt = Field(default=100, description="candidates per query")
+    metric: Literal["cosine", "dot"] = "cosine"
+    queries: list[Literal["user", "item"]] = Field(
+        default_factory=lambda: ["user", "item"], min_length=1, description="user -> items, item -> similar items"
+    )
+    exclude_seen: bool = Field(default=True, description="a user's candidates leave out the items of their edges")
+    same_type: bool = Field(default=True, description="candidates are items only (false: any node but the query)")
+    block_size: PositiveInt = Field(default=4096, description="queries (and candidates) scored per block")
+
+
 class EncodeConfig(StrictModel):
     """Rewrite the click log with integer ids from the vocabulary table (clicks + vocab -> encoded)."""
 
@@ -173,7 +235,9 @@ class FastRPConfig(StrictModel):
 
     src_col: str = "src"
     dst_col: str = "dst"
-    weight_col: str | None = None
+    weight_col: str | None = Field(
+        default="weight", description="None: every edge weighs 1 (build_graph writes weight)"
+    )
     directed: bool = False
     dim: PositiveInt = 128
     iteration_weights: list[float] = Field(default_factory=lambda: [0.0, 1.0, 1.0, 1.0], min_length=1)
@@ -264,7 +328,9 @@ class PipelineConfig(StrictModel):
     synth: SynthConfig = SynthConfig()
     vocab: VocabConfig = VocabConfig()
     encode: EncodeConfig = EncodeConfig()
+    graph: GraphConfig = GraphConfig()
     fastrp: FastRPConfig = FastRPConfig()
+    retrieve: RetrieveConfig = RetrieveConfig()
     train: TrainConfig = TrainConfig()
     score: ScoreConfig = ScoreConfig()
     quality: QualityConfig = QualityConfig()
@@ -277,12 +343,37 @@ class PipelineConfig(StrictModel):
             raise ValueError(f"vocab.max_size_per_feature names features not in schema.categorical: {sorted(unknown)}")
         if (self.vocab.start or self.vocab.end) and not schema.time:
             raise ValueError("vocab.start/vocab.end need schema.time (the event time column)")
+        if (self.graph.start or self.graph.end or self.graph.half_life_days) and not schema.time:
+            raise ValueError("graph.start/graph.end/graph.half_life_days need schema.time (the event time column)")
         if self.train.split.kind == "time" and not schema.time:
             raise ValueError("train.split.kind 'time' needs schema.time (the event time column)")
         return self
 
+    def graph_prefixes(self) -> dict[str, str]:
+        """Feature -> node-id prefix of each ``train.graph_features`` entry (checked when training, not at load:
+        a job that does not train, e.g. ``encode --features a,b``, is not refused for a training setting).
+
+        Raises:
+            ConfigError: a graph feature that is not in ``schema.categorical`` (it has no vocabulary), or
+                that is no node column of the graph and sets no ``prefix``.
+        """
+        out = {}
+        for feature, graph_feature in self.train.graph_features.items():
+            if feature not in self.click_schema.categorical:
+                raise ConfigError(
+                    f"train.graph_features.{feature}: {feature!r} has no vocabulary (not in schema.categorical)"
+                )
+            prefix = graph_feature.prefix if graph_feature.prefix is not None else self.graph.prefix(feature)
+            if prefix is None:
+                raise ConfigError(
+                    f"train.graph_features.{feature}: {feature!r} is neither graph.user ({self.graph.user}) nor "
+                    f"graph.item ({self.graph.item}); set train.graph_features.{feature}.prefix (its node-id prefix)"
+                )
+            out[feature] = prefix
+        return out
+
     def train_inputs(self) -> TrainInputs:
-        """What the trainer reads, from the catalog and the schema."""
+        """What the trainer reads, from the catalog and the schema (ConfigError: see :meth:`graph_prefixes`)."""
         s = self.click_schema
         return TrainInputs(
             encoded=self.tables.path("encoded"),
@@ -293,4 +384,6 @@ class PipelineConfig(StrictModel):
             time_col=s.time,
             dense=list(s.dense),
             sparse=list(s.categorical),
+            embeddings=self.tables.path("embeddings") if self.train.graph_features else None,
+            graph_prefixes=self.graph_prefixes(),
         )

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -194,6 +195,29 @@ class OptEmbedConfig(_Strict):
         return self
 
 
+class GraphFeatureConfig(_Strict):
+    """A FastRP table as graph features of one sparse feature (``train.graph_features.<feature>``).
+
+    ``frozen``: the feature's FastRP vectors (rows by vocabulary id; 0 for values with no node) form
+    an extra table that training never changes, entering the interaction through a learned
+    projection to ``embedding_dim``. ``init``: the feature's own trainable table starts from the
+    projected FastRP vectors. ``prefix``: the node-id prefix of the feature's values (default
+    ``user:``/``item:`` when the feature is ``graph.user``/``graph.item``).
+    """
+
+    mode: Literal["frozen", "init"] = "frozen"
+    prefix: str | None = None
+
+
+def _graph_feature(value: Any) -> Any:
+    return {"mode": value} if isinstance(value, str) else value  # ``C1: frozen`` is short for ``C1: {mode: frozen}``
+
+
+def _drop_nulls(value: Any) -> Any:
+    """``{C2: null}`` removes C2: config layers merge mappings, so a layer can only drop a key by nulling it."""
+    return {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value
+
+
 class TrainInputs(_Strict):
     """What the trainer reads: table paths and click-log columns (``PipelineConfig.train_inputs()`` fills it)."""
 
@@ -205,6 +229,10 @@ class TrainInputs(_Strict):
     time_col: str | None = "ts"
     dense: list[str] | None = Field(default=None, description="None: every I<n> column")
     sparse: list[str] | None = Field(default=None, description="None: every C<n> and array<int> column")
+    embeddings: str | None = Field(default=None, description="the FastRP table (Delta) graph features read")
+    graph_prefixes: dict[str, str] = Field(
+        default_factory=dict, description="feature -> node-id prefix of its values in the FastRP table"
+    )
 
 
 class TrainConfig(_Strict):
@@ -256,6 +284,15 @@ class TrainConfig(_Strict):
         default_factory=dict, description="allowed sharding types per table name ('*' = every table)"
     )
     optembed: OptEmbedConfig = OptEmbedConfig()
+    graph_features: Annotated[
+        dict[str, Annotated[GraphFeatureConfig, BeforeValidator(_graph_feature)]], BeforeValidator(_drop_nulls)
+    ] = Field(
+        default_factory=dict,
+        description="sparse feature -> FastRP graph features (frozen | init); null drops one a layer below set",
+    )
+    graph_min_coverage: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="warn when fewer of a feature's vocabulary values have a node"
+    )
     # outputs
     checkpoint_dir: str | None = None
     checkpoint_every: NonNegativeInt = 0
@@ -281,4 +318,23 @@ class TrainConfig(_Strict):
                 "table shares each row between features, so per-field thresholds and widths do not "
                 "define a smaller table"
             )
+        if self.graph_features:
+            named = ", ".join(sorted(self.graph_features))
+            if self.optembed.enabled:
+                raise ValueError(
+                    f"train.graph_features ({named}) with train.optembed.enabled is not supported yet: "
+                    "OptEmbed prunes and searches the trainable tables only"
+                )
+            if self.layout.kind == "unified":
+                raise ValueError(
+                    f"train.graph_features ({named}) need per-feature tables (train.layout.kind vocab or hashed): "
+                    "a graph table is indexed by one feature's vocabulary ids, the unified table by shared hashes"
+                )
+            init = sorted(f for f, g in self.graph_features.items() if g.mode == "init")
+            if init and self.layout.kind != "vocab":
+                raise ValueError(
+                    f"train.graph_features.{init[0]}: mode 'init' needs train.layout.kind 'vocab': the "
+                    f"'{self.layout.kind}' table's rows are hashes of values, not vocabulary ids, so no row "
+                    "is one value's (use mode 'frozen', whose extra table is indexed by vocabulary id)"
+                )
         return self

@@ -1,4 +1,4 @@
-"""Daily embedding refresh: vocab -> encode -> train -> promote -> score, and FastRP embeddings.
+"""Daily embedding refresh: graph -> FastRP -> {train, retrieve}; vocab -> encode -> train -> promote -> score.
 
 Spark stages go through ``SparkSubmitOperator`` (connection ``$PIPELINE_SPARK_CONN_ID``, default
 ``spark_local``; define it, e.g. ``AIRFLOW_CONN_SPARK_LOCAL='{"conn_type": "spark", "host":
@@ -74,11 +74,14 @@ with DAG(
 ) as dag:
     build_vocab = spark_job("build_vocab", "build_vocab")
     encode = spark_job("encode", "encode")
+    build_graph = spark_job("build_graph", "build_graph")
     fastrp = spark_job("fastrp", "fastrp")
     train = python_job("train", "train_ctr")
     promote = python_job("promote", "promote")  # evaluate vs the champion, move the registry aliases
     score = spark_job("score", "score")  # batch scoring with models:/<name>@champion
+    retrieve = spark_job("retrieve", "retrieve")  # top-K candidates of users and items
     build_vocab >> encode >> train >> promote >> score
+    build_graph >> fastrp >> [train, retrieve]  # train: graph features read the FastRP table
     if SYNTHETIC:
         synth = spark_job("make_synthetic", "make_synthetic")
-        synth >> [build_vocab, fastrp]
+        synth >> [build_vocab, build_graph]

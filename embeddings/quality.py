@@ -23,6 +23,8 @@ to the :class:`~core.config.QualityConfig` keys that fill it):
                     L2 norm in [min_norm, max_norm] (Spark computes per-row length,
                     non-finite count and norm; GX checks them)
     scores          probabilities non-null and in [0, 1]
+    candidates      (query, rank, candidate, score): non-null ids, ranks in [1, k], finite
+                    scores, at least min_rows rows
 
 Spark DataFrames are validated in place through GX's Spark data source: metrics are Spark
 aggregations, and only the summary (counts, up to ``quality.examples`` unexpected values)
@@ -267,6 +269,32 @@ def scores_suite(*, probability_col: str = "probability", min_rows: int = 1, nam
     )
 
 
+def candidates_suite(
+    *,
+    k: int,
+    query_col: str = "query",
+    rank_col: str = "rank",
+    candidate_col: str = "candidate",
+    score_col: str = "score",
+    min_rows: int = 1,
+    name: str = "candidates",
+):
+    """Retrieved candidates: non-null query and candidate ids, integer ranks in [1, k], finite scores."""
+    ex: list = [gxe.ExpectColumnToExist(column=c) for c in (query_col, rank_col, candidate_col, score_col)]
+    ex += [
+        gxe.ExpectTableRowCountToBeBetween(min_value=min_rows, max_value=None),
+        gxe.ExpectColumnValuesToNotBeNull(column=query_col),
+        gxe.ExpectColumnValuesToNotBeNull(column=candidate_col),
+        gxe.ExpectColumnValuesToBeInTypeList(column=rank_col, type_list=INTEGER_TYPES),
+        gxe.ExpectColumnValuesToNotBeNull(column=rank_col),
+        gxe.ExpectColumnValuesToBeBetween(column=rank_col, min_value=1, max_value=k),
+        gxe.ExpectColumnValuesToBeInTypeList(column=score_col, type_list=NUMERIC_TYPES),
+        gxe.ExpectColumnValuesToNotBeNull(column=score_col),
+        gxe.ExpectColumnValuesToBeBetween(column=score_col, min_value=-FLOAT_MAX, max_value=FLOAT_MAX),  # NaN, inf
+    ]
+    return _suite(name, ex)
+
+
 # --------------------------------------------------------------------------- derived frames
 
 
@@ -383,6 +411,7 @@ SUITES: dict[str, SuiteSpec] = {
         prepare=embedding_stats_frame,
     ),
     "scores": SuiteSpec(scores_suite, lambda q, s: dict(probability_col=q.probability_col)),
+    "candidates": SuiteSpec(candidates_suite, lambda q, s: {}),  # k: the retrieve section's, passed by the stage
 }
 
 
@@ -615,6 +644,7 @@ __all__ = [
     "QualityReport",
     "SUITES",
     "build_suite",
+    "candidates_suite",
     "clicks_suite",
     "edges_suite",
     "embedding_stats_frame",

@@ -1,10 +1,12 @@
 """The Spark stages of the pipeline, each a :class:`~embeddings.runner.Stage` over catalog tables.
 
-    synth   -> clicks, oracle, edges   (embedded default only)
-    vocab   clicks -> vocab            (stable ids; see vocabulary.py)
-    encode  clicks + vocab -> encoded
-    fastrp  edges -> embeddings        (see fastrp_run.py)
+    synth        -> clicks, oracle          (embedded default only)
+    vocab        clicks -> vocab            (stable ids; see vocabulary.py)
+    encode       clicks + vocab -> encoded
+    build_graph  clicks -> edges            (the interaction graph; see graph.py)
+    fastrp       edges -> embeddings        (see fastrp_run.py)
     score   score_rows -> scores       (a registered MLflow model)
+    retrieve     embeddings + edges -> candidates  (top-K per query node; see retrieval.py)
 
 Each ``compute`` turns gated input frames into output frames and a typed summary; reading, the
 gates, the atomic writes and MLflow are :func:`~embeddings.runner.run_stage`'s.
@@ -22,7 +24,9 @@ from core.errors import ConfigError, InputError
 from embeddings import synth
 from embeddings.encode import encode
 from embeddings.fastrp_run import embed, write_run_record
+from embeddings.graph import ITEM_ITEM, USER_ITEM, build_edges
 from embeddings.io import is_delta_table, require_columns
+from embeddings.retrieval import top_k
 from embeddings.runner import Gate, Output, Stage, StageContext, StageOutput
 from embeddings.vocabulary import VocabularyBuilder
 
@@ -48,6 +52,13 @@ class EncodeSummary(Summary):
     handle_invalid: str
 
 
+class GraphSummary(Summary):
+    num_edges: int
+    num_users: int
+    num_items: int
+    num_item_item_edges: int
+
+
 class FastRPSummary(Summary):
     num_nodes: int
     num_edges: int
@@ -69,11 +80,16 @@ def clicks_gate(cfg: PipelineConfig) -> Gate:
     return Gate("clicks")
 
 
+def graph_clicks_gate(cfg: PipelineConfig) -> Gate:
+    """The click-log suite on what the graph reads: ids, label, time and the two node columns (not every feature)."""
+    return Gate("clicks", dict(dense_cols=[], categorical_cols=[cfg.graph.user, cfg.graph.item]))
+
+
 # --------------------------------------------------------------------------- synth
 
 
 def compute_synth(ctx: StageContext) -> StageOutput:
-    """The synthetic click log, its oracle and its user-item edges (see embeddings.synth)."""
+    """The synthetic click log and its oracle (see embeddings.synth); build_graph makes its edges."""
     s, tables = ctx.cfg.synth, ctx.cfg.tables
     tables.path("oracle")  # the oracle needs a catalog entry: fail before generating anything
     for name in SYNTH.outputs:  # never overwrite a user's own table with synthetic rows
@@ -96,7 +112,6 @@ def compute_synth(ctx: StageContext) -> StageOutput:
     outputs = {
         "clicks": Output(rows.drop("p_true"), [Gate("clicks")], meta),
         "oracle": Output(rows.select("event_id", "label", "p_true"), [], meta),
-        "edges": Output(synth.edges_from_clicks(rows), [Gate("edges", dict(weight_col="weight"))], meta),
     }
     return StageOutput(
         outputs,
@@ -108,7 +123,7 @@ def compute_synth(ctx: StageContext) -> StageOutput:
 SYNTH = Stage(
     "synth",
     inputs=(),
-    outputs=("clicks", "oracle", "edges"),
+    outputs=("clicks", "oracle"),
     compute=compute_synth,
     params=lambda cfg: {"synth": cfg.synth},
 )
@@ -176,6 +191,62 @@ ENCODE = Stage(
     outputs=("encoded",),
     compute=compute_encode,
     params=lambda cfg: {"encode": cfg.encode, "schema": cfg.click_schema},
+)
+
+
+# --------------------------------------------------------------------------- build_graph
+
+
+def compute_graph(ctx: StageContext) -> StageOutput:
+    """The interaction graph of the click log: user-item (and co-occurrence item-item) edges (see graph.py)."""
+    cfg, g, schema = ctx.cfg, ctx.cfg.graph, ctx.cfg.click_schema
+    entry = cfg.tables.entry("edges")
+    if entry.format != "delta":
+        raise ConfigError(
+            f"build_graph writes tables.edges as Delta, but tables.edges.format is {entry.format!r}: "
+            "a user's own edge table; skip the build_graph stage (--skip graph)"
+        )
+    if is_delta_table(ctx.spark, entry.path) and (made_by := ctx.last_job("edges")) != BUILD_GRAPH.name:
+        raise InputError(
+            f"tables.edges ({entry.path}) holds a table build_graph did not write (last commit by "
+            f"{made_by or 'another writer'}): build_graph refuses to overwrite it; skip it (--skip graph)"
+        )
+    edges = build_edges(ctx.frames["clicks"], g, time_col=schema.time, label_col=schema.label).cache()
+    ctx.defer(edges.unpersist)
+    user_item = F.col("kind") == USER_ITEM
+    counts = edges.agg(
+        F.count("*").alias("edges"),
+        F.count_distinct(F.when(user_item, F.col("src"))).alias("users"),
+        F.count_distinct(F.when(user_item, F.col("dst"))).alias("items"),  # item-item edges join these items
+        F.sum((F.col("kind") == ITEM_ITEM).cast("long")).alias("item_item"),
+    ).head()  # one row of counts
+    if counts["edges"] == 0:
+        window = f" in the window [{g.start}, {g.end}) of {schema.time!r}" if g.start or g.end else ""
+        raise InputError(
+            f"tables.clicks: no edges{window} under graph.weight={g.weight!r} and graph.min_weight={g.min_weight}"
+        )
+    summary = GraphSummary(
+        num_edges=counts["edges"],
+        num_users=counts["users"],
+        num_items=counts["items"],
+        num_item_item_edges=counts["item_item"] or 0,
+    )
+    meta = {**g.model_dump(mode="json"), "time_col": schema.time, "label_col": schema.label}
+    gate = Gate("edges", dict(src_col="src", dst_col="dst", weight_col="weight"))
+    return StageOutput(
+        {"edges": Output(edges, [gate], meta)},
+        summary,
+        {f"graph.{k}": float(v) for k, v in summary.model_dump().items()},
+    )
+
+
+BUILD_GRAPH = Stage(
+    "build_graph",
+    inputs=("clicks",),
+    outputs=("edges",),
+    compute=compute_graph,
+    input_gates={"clicks": graph_clicks_gate},  # gated here too: in the DAG it runs beside build_vocab
+    params=lambda cfg: {"graph": cfg.graph, "schema": cfg.click_schema},
 )
 
 
@@ -257,11 +328,11 @@ def log_embedding_summary(spark, path: str, dim: int, sample: int = 2000) -> Non
     x = x - x.mean(axis=0)
     _, _, vt = np.linalg.svd(x, full_matrices=False)
     xy = x @ vt[:2].T
-    kinds = np.array([str(r["node"])[:1] for r in rows])
+    kinds = np.array([str(r["node"]).split(":", 1)[0] for r in rows])  # the node's role: user, item
     fig, ax = plt.subplots(figsize=(6, 5))
     for kind in sorted(set(kinds)):
         sel = kinds == kind
-        ax.scatter(xy[sel, 0], xy[sel, 1], s=4, alpha=0.6, label=f"'{kind}…' nodes ({sel.sum()})")
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=4, alpha=0.6, label=f"{kind} nodes ({sel.sum()})")
     ax.set_title(f"FastRP embeddings (dim {dim}): PCA of {len(rows)} sampled nodes")
     ax.legend(loc="best", fontsize=8)
     mlflow.log_figure(fig, "plots/fastrp_pca.png")
@@ -331,4 +402,48 @@ SCORE = Stage(
 )
 
 
-SPARK_STAGES: dict[str, Stage] = {"synth": SYNTH, "vocab": VOCAB, "encode": ENCODE, "fastrp": FASTRP, "score": SCORE}
+# --------------------------------------------------------------------------- retrieve
+
+
+class RetrieveSummary(Summary):
+    num_queries: int
+    k: int
+    metric: str
+    mean_top1_score: float | None
+
+
+def compute_retrieve(ctx: StageContext) -> StageOutput:
+    """Each query node's top-K candidates by FastRP vector score (blockwise on the executors; see retrieval.py)."""
+    cfg, r = ctx.cfg, ctx.cfg.retrieve
+    candidates = top_k(
+        ctx.frames["embeddings"],
+        r,
+        edges=ctx.frames["edges"] if r.exclude_seen else None,
+        node_col=cfg.quality.node_col,
+        embedding_col=cfg.quality.embedding_col,
+        src_col=cfg.fastrp.src_col,
+        dst_col=cfg.fastrp.dst_col,
+    ).cache()  # scored once: the summary, the gate and the write reuse it
+    ctx.defer(candidates.unpersist)
+    first = F.col("rank") == 1
+    stats = candidates.agg(
+        F.sum(first.cast("long")).alias("num_queries"), F.avg(F.when(first, F.col("score"))).alias("top1")
+    ).head()
+    summary = RetrieveSummary(
+        num_queries=stats["num_queries"] or 0, k=r.k, metric=r.metric, mean_top1_score=stats["top1"]
+    )
+    meta = {"k": r.k, "metric": r.metric, "queries": list(r.queries), "exclude_seen": r.exclude_seen}
+    meta["same_type"] = r.same_type
+    metrics = {"retrieve.num_queries": float(summary.num_queries)}
+    if summary.mean_top1_score is not None:
+        metrics["retrieve.mean_top1_score"] = summary.mean_top1_score
+    return StageOutput({"candidates": Output(candidates, [Gate("candidates", dict(k=r.k))], meta)}, summary, metrics)
+
+
+RETRIEVE = Stage(
+    "retrieve",
+    inputs=("embeddings", "edges"),  # not gated here: embeddings were gated when written; edges serve exclude_seen
+    outputs=("candidates",),
+    compute=compute_retrieve,
+    params=lambda cfg: {"retrieve": cfg.retrieve},
+)

@@ -1,4 +1,4 @@
-"""Synthetic Criteo-shaped click log with a known best AUC, plus its user-item edge table.
+"""Synthetic Criteo-shaped click log with a known best AUC.
 
 Labels come from a hidden logistic model, so the AUC of the true click probability is the best
 any model can reach; it is written next to the data (Delta commit metadata and an ``oracle``
@@ -9,9 +9,10 @@ Columns of the click log (``F`` categorical fields, ``n`` dense fields)::
     event_id long | ts timestamp | label int | I1..In double (nullable) | C1..CF string (nullable) | tags array<string>
 
 ``C1`` is the user, ``C2`` the item (users mostly click items of their own community, so the
-interaction graph has structure FastRP can find); ``C3..`` are Zipf-distributed categorical
-values; the last ``num_noise_fields`` of them carry no signal at all (a known right answer for
-pruning). Run it through ``jobs/make_synthetic.py`` (the stage is ``embeddings.stages.run_synth``).
+interaction graph that build_graph makes of them has structure FastRP can find); ``C3..`` are
+Zipf-distributed categorical values; the last ``num_noise_fields`` of them carry no signal at all
+(a known right answer for pruning). Run it through ``jobs/make_synthetic.py`` (the stage is
+``embeddings.stages.SYNTH``).
 """
 
 from __future__ import annotations
@@ -167,17 +168,6 @@ def generate(spark, cfg: SynthConfig):
     # maxRecordsPerBatch, also fixed, so the output is deterministic.
     ids = spark.range(0, cfg.num_rows, numPartitions=cfg.num_partitions)
     return ids.mapInPandas(gen, schema=schema)
-
-
-def edges_from_clicks(clicks):
-    """The user-item interaction graph: one edge per (user, item) pair, weight = interactions."""
-    from pyspark.sql import functions as F
-
-    return (
-        clicks.where(F.col("C1").isNotNull() & F.col("C2").isNotNull())
-        .groupBy(F.col("C1").alias("src"), F.col("C2").alias("dst"))
-        .agg(F.count("*").cast("double").alias("weight"), F.max("ts").alias("last_seen"))
-    )
 
 
 def best_auc(spark, oracle) -> float:

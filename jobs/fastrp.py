@@ -1,6 +1,6 @@
 """FastRP node embeddings of the edge table, written to a Delta table (spark-submit entry point).
 
-    spark-submit jobs/fastrp.py --edges data/raw/edges --output data/fastrp --dim 128 \
+    spark-submit jobs/fastrp.py --edges data/graph/edges --output data/fastrp --dim 128 \
         --iteration-weights 0,1,1,1 --normalization-strength -0.5 --seed 42
     python jobs/fastrp.py --estimate      # memory and shuffle volume, computes nothing
 

@@ -1,6 +1,6 @@
-"""Generate the synthetic click log, oracle and user-item edges (spark-submit entry point).
+"""Generate the synthetic click log and its oracle (spark-submit entry point).
 
-Tables ``clicks``, ``oracle`` and ``edges`` of the catalog.
+Tables ``clicks`` and ``oracle`` of the catalog; jobs/build_graph.py makes the edges of the click log.
 """
 
 import sys
@@ -15,11 +15,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(argv, section="synth", description=__doc__)
     with spark_session(cfg.spark) as spark:
         result = run_stage(spark, cfg, SYNTH)
-    c, e, o = (result.written[t] for t in ("clicks", "edges", "oracle"))
+    c, o = (result.written[t] for t in ("clicks", "oracle"))
     print(
         f"click log: {c.path} ({c.num_rows} rows, Delta v{c.version}); best possible AUC {result.summary.best_auc:.4f}"
     )
-    print(f"edges: {e.path} ({e.num_rows} edges, Delta v{e.version}); oracle: {o.path}")
+    print(f"oracle: {o.path} (Delta v{o.version})")
     return 0
 
 

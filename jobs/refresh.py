@@ -1,7 +1,8 @@
 """The whole batch refresh in one process (what ``make run`` runs; the Airflow DAG runs the same
-stages as separate tasks): synthetic data (embedded default only), vocabularies, encoding,
-FastRP embeddings in one SparkSession; then CTR training, evaluation/promotion in the MLflow
-registry, and batch scoring with the champion, all as child runs of one MLflow parent run.
+stages as separate tasks): synthetic data (embedded default only), vocabularies, encoding, the
+interaction graph, its FastRP embeddings and the retrieval candidates in one SparkSession; then
+CTR training, evaluation/promotion in the MLflow registry, and batch scoring with the champion,
+all as child runs of one MLflow parent run.
 
     python jobs/refresh.py                        # embedded default: conf/local.yaml
     python jobs/refresh.py --skip synth --config conf/my_cluster.yaml
@@ -19,9 +20,16 @@ from core.errors import StageFailed
 from core.tracking import mlflow_run, redact
 from embeddings.runner import StageResult, run_stage
 from embeddings.spark import spark_session
-from embeddings.stages import ENCODE, FASTRP, SYNTH, VOCAB
+from embeddings.stages import BUILD_GRAPH, ENCODE, FASTRP, RETRIEVE, SYNTH, VOCAB
 
-SPARK_STAGES = {"synth": SYNTH, "vocab": VOCAB, "encode": ENCODE, "fastrp": FASTRP}
+SPARK_STAGES = {
+    "synth": SYNTH,
+    "vocab": VOCAB,
+    "encode": ENCODE,
+    "graph": BUILD_GRAPH,
+    "fastrp": FASTRP,
+    "retrieve": RETRIEVE,
+}
 JOBS = {"train": train_ctr.main, "promote": promote.main, "score": score.main}  # each exits non-zero on failure
 
 
@@ -43,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", action="append", default=[], choices=[*SPARK_STAGES, *JOBS])
     known, rest = parser.parse_known_args(argv)
     cfg = load_config(rest, description=__doc__)
+    if "train" not in known.skip:
+        cfg.train_inputs()  # training's table and feature settings refused now, before any stage writes
     results: list[StageResult] = []
     # One parent MLflow run per refresh; every stage is a child run of it.
     with mlflow_run(cfg.mlflow, "refresh", params=cfg, export_parent=True) as parent:

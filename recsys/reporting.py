@@ -77,13 +77,19 @@ def plot_training_curves(result: TrainResult):
 
 
 def log_training_run(result: TrainResult, inputs: TrainInputs) -> None:
-    """Log a finished training run to the active MLflow run: metrics, curves, plot, JSON, plan, lineage."""
+    """Log a finished training run to the active MLflow run: metrics, curves, plot, JSON, plan, lineage.
+
+    Graph features add the metric ``graph.coverage.<feature>`` and the FastRP table's path and Delta
+    version (params ``input.embeddings.*``, tag ``ctr.embeddings_version``, an MLflow dataset).
+    """
     run = mlflow.active_run()
     if run is None:
         return
     values = {k: float(v) for k in _RUN_METRICS if isinstance(v := getattr(result, k), (int, float))}
     for k, v in result.embedding_bytes.items():
         values[f"embedding_bytes.{k}"] = float(v)
+    for f, g in result.graph_features.items():
+        values[f"graph.coverage.{f}"] = g.coverage  # share of f's vocabulary values with a FastRP node
     mlflow.log_metrics(values)
     steps, means = training_curve_points(result.loss_history)
     now = int(dt.datetime.now().timestamp() * 1000)
@@ -101,6 +107,14 @@ def log_training_run(result: TrainResult, inputs: TrainInputs) -> None:
     mlflow.set_tags({"ctr.layout": result.layout, "ctr.model": result.model})
     log_delta_table("encoded", inputs.encoded, result.input_version, role="input")
     log_delta_table("vocab", inputs.vocab, result.vocab_version, role="input")
+    if result.graph_features:
+        mlflow.set_tags(
+            {
+                "ctr.graph_features": ",".join(f"{f}:{g.mode}" for f, g in sorted(result.graph_features.items())),
+                "ctr.embeddings_version": str(result.embeddings_version),
+            }
+        )
+        log_delta_table("embeddings", result.embeddings, result.embeddings_version, role="input")
     clicks = commit_inputs(inputs.encoded, result.input_version, "encoded").get("clicks")
     if clicks:
         log_delta_table("clicks", clicks["path"], clicks.get("version"), role="input")

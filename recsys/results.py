@@ -41,6 +41,16 @@ class EvalResult(_Result):
     rows: int
 
 
+class GraphFeatureRecord(_Result):
+    """One graph feature of a run: its mode, node-id prefix, and how many of its vocabulary values have a node."""
+
+    mode: Literal["frozen", "init"]
+    prefix: str
+    values: int = Field(description="the feature's vocabulary values (ids >= 2)")
+    matched: int = Field(description="values with a node in the FastRP table")
+    coverage: float = Field(description="matched / values")
+
+
 class TrainResult(_Result):
     """One training run, on rank 0: quality, size, speed, layout, sharding, split and lineage."""
 
@@ -73,6 +83,9 @@ class TrainResult(_Result):
     input_version: int | None
     vocab: str
     vocab_version: int | None
+    embeddings: str | None = Field(default=None, description="the FastRP table graph features read")
+    embeddings_version: int | None = None
+    graph_features: dict[str, GraphFeatureRecord] = Field(default_factory=dict)
     resumed: bool = False
     seed: int
     mlflow_run_id: str | None = None

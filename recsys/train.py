@@ -79,6 +79,9 @@ def train_rank(cfg: TrainConfig, summary: InputSummary) -> TrainResult | OptEmbe
             input_version=summary.input_version,
             vocab=summary.inputs.vocab,
             vocab_version=summary.vocab_version,
+            embeddings=summary.graph and summary.graph.path,
+            embeddings_version=summary.graph and summary.graph.version,
+            graph_features=summary.graph.features if summary.graph else {},
             resumed=bool(resumed),
             seed=cfg.seed,
         )

@@ -26,6 +26,7 @@ from core.train_config import TrainConfig
 from recsys.data.batches import EncodedRows, batch_indices, encode_rows, make_batch
 from recsys.data.checks import InputSummary
 from recsys.data.features import ROW_INDEX, block_from_arrow, concat_blocks, select_rows, timestamps_us
+from recsys.data.graph import init_rows, init_seed, load_graph_matrices
 from recsys.data.reader import DeltaSource
 from recsys.data.splits import SPLITS, random_split, time_cutoffs, time_split
 from recsys.distributed.checkpoint import (
@@ -37,6 +38,7 @@ from recsys.distributed.checkpoint import (
 )
 from recsys.distributed.sharding import (
     attach_embedding_optimizer,
+    frozen_parameter,
     full_state_dict,
     load_full_state_dict,
     shard_model,
@@ -45,14 +47,50 @@ from recsys.distributed.sharding import (
 from recsys.export import save_exported
 from recsys.metrics import auc_logloss
 from recsys.modules.ctr import build_model
-from recsys.modules.layouts import EmbeddingLayout, make_layout
+from recsys.modules.layouts import EmbeddingLayout, make_layout, with_graph_features
 from recsys.results import EvalResult, SplitRecord
 
 log = logging.getLogger(__name__)
 
 
 def make_run_layout(cfg: TrainConfig, summary: InputSummary) -> EmbeddingLayout:
-    return make_layout(cfg.layout, list(summary.spec.sparse), summary.vocab_sizes, cfg.embedding_dim, cfg.seed)
+    """The run's layout: ``train.layout`` over the sparse features, plus the graph features the checks found."""
+    layout = make_layout(cfg.layout, list(summary.spec.sparse), summary.vocab_sizes, cfg.embedding_dim, cfg.seed)
+    if summary.graph is None:
+        return layout
+    graph = {f: (r.mode, r.prefix) for f, r in summary.graph.features.items()}
+    return with_graph_features(layout, graph, summary.graph.embedding_dim, summary.vocab_sizes)
+
+
+def graph_initial_state(
+    cfg: TrainConfig, summary: InputSummary, layout: EmbeddingLayout, state: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """``state`` (a plain model's) with the graph features' rows: frozen tables = FastRP rows, init rows projected.
+
+    ``init``: the rows of ids whose value has a node become :func:`~recsys.data.graph.init_rows`
+    (a fixed projection seeded by ``train.seed`` and the feature, scaled to the RMS of TorchRec's
+    default uniform(-sqrt(1/V), sqrt(1/V)) init, i.e. sqrt(1/V)/sqrt(3)); the other rows keep the default init.
+    """
+    if summary.graph is None:
+        return state
+    state = dict(state)
+    matrices = load_graph_matrices(summary.graph, summary.inputs.vocab, summary.vocab_version, summary.vocab_sizes)
+    configs = {c.name: c for c in layout.table_configs()}
+    for g in layout.graph:
+        matrix, found = matrices[g.feature]
+        if g.key is not None:  # frozen: the graph table is the matrix itself
+            state[f"ebc.embedding_bags.{g.key}.weight"] = torch.from_numpy(matrix)
+            continue
+        table = next(s.table for s in layout.sources if s.feature == g.feature)
+        c = configs[table]
+        lo, hi = c.get_weight_init_min(), c.get_weight_init_max()
+        target = float(np.sqrt((lo * lo + lo * hi + hi * hi) / 3.0))  # RMS of uniform(lo, hi)
+        key = f"ebc.embedding_bags.{table}.weight"
+        weight = state[key].clone()
+        rows = init_rows(matrix, found, layout.embedding_dim, init_seed(cfg.seed, g.feature), target)
+        weight[torch.from_numpy(found)] = torch.from_numpy(rows)
+        state[key] = weight
+    return state
 
 
 # TrainConfig fields (dotted below ``train``) that steer a run but do not shape the model it trains, so a
@@ -69,6 +107,7 @@ RUN_CONTROL_FIELDS = frozenset(
         "progress",
         "force",
         "max_embedding_bytes",  # a guard, not a setting of the model
+        "graph_min_coverage",  # a warning threshold
         "read_batch_rows",  # rows per read; the rows and their order are the same
         "eval_batch_size",
         "world_size",  # recorded as the number of ranks actually running (under torchrun: WORLD_SIZE)
@@ -106,10 +145,19 @@ def run_fingerprint(cfg: TrainConfig, summary: InputSummary, world_size: int) ->
 
     That is the config less :data:`RUN_CONTROL_FIELDS` (seed and split included), the number of
     ranks (it decides each rank's data share), and the encoded and vocabulary tables: paths, the
-    Delta versions read, and the columns used.
+    Delta versions read, and the columns used; with graph features also the FastRP table (path,
+    version) and the node-id prefixes.
     """
     spec = summary.spec
     fields = _config_fields("train", cfg, RUN_CONTROL_FIELDS)
+    if summary.graph is not None:  # only then, so fingerprints of runs without graph features keep their fields
+        fields.update(
+            {
+                "tables.embeddings.path": summary.graph.path,
+                "tables.embeddings.version": summary.graph.version,
+                "graph.prefixes": {f: r.prefix for f, r in sorted(summary.graph.features.items())},
+            }
+        )
     fields.update(
         {
             "train.world_size": world_size,
@@ -221,7 +269,8 @@ class CTRTrainer:
         self.data_, self.split_record_ = data, split_record
         plain = self._build_model("cpu", seed=cfg.seed)
         meta = self._build_model("meta")
-        attach_embedding_optimizer(meta, cfg.embedding_optimizer, cfg.embedding_lr)
+        frozen = tuple(self.layout_.graph_keys)
+        attach_embedding_optimizer(meta, cfg.embedding_optimizer, cfg.embedding_lr, frozen)
         constraints = sharding_constraints([t.name for t in self.layout_.tables], cfg.sharding_types, cfg.device)
         self.model_, self.plan_ = shard_model(
             meta, world_size=self.world_size, device=self.device, constraints=constraints, batch_size=cfg.batch_size
@@ -243,14 +292,19 @@ class CTRTrainer:
         return build_model(self.cfg, self.layout_, self.summary.spec.num_dense_inputs, device, seed=seed)
 
     def _initial_state(self, plain: nn.Module) -> dict[str, torch.Tensor]:
-        return plain.state_dict()
+        return graph_initial_state(self.cfg, self.summary, self.layout_, plain.state_dict())
 
     def _loss(self, logits: torch.Tensor, batch, loss_fn) -> torch.Tensor:
         return loss_fn(logits, batch.labels)
 
     def _dense_params(self) -> dict[str, torch.Tensor]:
-        """The parameters the fused (in-backward) embedding optimizer does not update."""
-        return dict(in_backward_optimizer_filter(self.model_.named_parameters()))
+        """The parameters the fused (in-backward) embedding optimizer does not update, less the frozen graph tables."""
+        frozen = tuple(self.layout_.graph_keys)
+        return {
+            n: p
+            for n, p in in_backward_optimizer_filter(self.model_.named_parameters())
+            if not frozen_parameter(n, frozen)
+        }
 
     def _optimizer(self):
         self.dense_optimizer_ = keyed_optimizer(self._dense_params(), self.cfg.dense_optimizer, self.cfg.dense_lr)

@@ -14,6 +14,7 @@ from core.encoding import HASH_SUFFIX
 from core.errors import ConfigError, InputError
 from core.train_config import TrainInputs
 from recsys.data.features import FeatureSpec, resolve_feature_spec
+from recsys.data.graph import GraphSummary, check_graph_features
 from recsys.data.reader import DeltaSource, distinct_values, scan_min_max
 
 
@@ -56,13 +57,15 @@ class InputSummary:
     input_version: int
     vocab_version: int
     inputs: TrainInputs
+    graph: GraphSummary | None = None  # train.graph_features: the FastRP table read and each feature's coverage
 
 
 def check_inputs(cfg, inputs: TrainInputs) -> InputSummary:
     """Run every data check of ``cfg`` (a ``TrainConfig``) on ``inputs`` before any rank trains.
 
     Raises:
-        InputError: empty table, missing column, label not in {0, 1}, id out of range for its table.
+        InputError: empty table, missing column, label not in {0, 1}, id out of range for its table,
+            a FastRP table graph features cannot use (:func:`~recsys.data.graph.check_graph_features`).
     """
     src = DeltaSource(inputs.encoded, what="input")
     if src.num_rows == 0:
@@ -113,7 +116,8 @@ def check_inputs(cfg, inputs: TrainInputs) -> InputSummary:
                 f"input table {inputs.encoded!r}: column '{f}' has id {hi} but the vocabulary table {inputs.vocab!r} sizes "
                 f"table '{f}' at {sizes[f]} rows (ids 0..{sizes[f] - 1}): vocabulary and encoded table do not match"
             )
-    return InputSummary(spec, sizes, src.num_rows, src.version, vsrc_version, inputs)
+    graph = check_graph_features(cfg, inputs, list(spec.sparse), vsrc_version, sizes) if cfg.graph_features else None
+    return InputSummary(spec, sizes, src.num_rows, src.version, vsrc_version, inputs, graph)
 
 
 def check_memory_budget(layout, optimizer: str, max_bytes: int | None) -> dict[str, int]:

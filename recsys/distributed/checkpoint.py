@@ -92,6 +92,18 @@ def check_resumable(path: str, fingerprint: dict[str, Any]) -> CheckpointRun:
     return run
 
 
+def _stateful(optim_state: dict) -> tuple[dict, list[str]]:
+    """The optimizer state dict less its empty per-parameter states, and their keys.
+
+    A stateless optimizer (fused SGD; the frozen graph tables' lr-0 SGD) has ``{}`` per table: on
+    several ranks ``dcp.save`` writes no entry for it but ``dcp.load`` asks for one ("Missing key
+    in checkpoint state_dict"), so both sides leave them out and the load puts them back.
+    """
+    empty = [k for k, v in optim_state.get("state", {}).items() if isinstance(v, dict) and not v]
+    kept = {k: v for k, v in optim_state["state"].items() if k not in empty} if "state" in optim_state else None
+    return ({**optim_state, "state": kept} if kept is not None else optim_state), empty
+
+
 def save_checkpoint(
     directory: str,
     model: torch.nn.Module,
@@ -108,7 +120,7 @@ def save_checkpoint(
     path = Path(directory) / f"step_{progress['global_step']}"
     state = {
         "model": model.state_dict(),
-        "optim": optimizer.state_dict(),
+        "optim": _stateful(optimizer.state_dict())[0],
         "progress": torch.tensor([progress[k] for k in PROGRESS_KEYS], dtype=torch.int64),
     }
     dcp.save(state, checkpoint_id=str(path))
@@ -134,12 +146,13 @@ def latest_checkpoint(directory: str) -> str | None:
 
 def load_checkpoint(path: str, model: torch.nn.Module, optimizer) -> dict[str, int]:
     """Load a checkpoint written by :func:`save_checkpoint` into ``model``/``optimizer`` in place (collective)."""
+    optim, empty = _stateful(optimizer.state_dict())
     state = {
         "model": model.state_dict(),
-        "optim": optimizer.state_dict(),
+        "optim": optim,
         "progress": torch.zeros(len(PROGRESS_KEYS), dtype=torch.int64),
     }
     dcp.load(state, checkpoint_id=path)
     model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optim"])
+    optimizer.load_state_dict({**state["optim"], "state": {**state["optim"]["state"], **{k: {} for k in empty}}})
     return dict(zip(PROGRESS_KEYS, (int(v) for v in state["progress"])))

@@ -37,12 +37,30 @@ def embedding_optimizer_class(name: str):
     }[name]
 
 
-def attach_embedding_optimizer(model: nn.Module, name: str, lr: float) -> None:
-    """Fuse the tables' optimizer into the backward pass (applied by FBGEMM inside the sharded kernels)."""
+def attach_embedding_optimizer(model: nn.Module, name: str, lr: float, frozen: tuple[str, ...] = ()) -> None:
+    """Fuse the tables' optimizer into the backward pass (applied by FBGEMM inside the sharded kernels).
+
+    ``frozen`` tables (FastRP graph tables) get plain SGD with ``lr=0``: on CPU the sharder offers
+    model-parallel tables only the ``fused`` kernel, which needs an optimizer, and SGD at lr 0 adds
+    ``-0 * grad`` (grad is zero anyway: the model detaches their output), so their weights stay bit
+    for bit. Their own optimizer also puts them in their own TBE group, away from trained tables.
+    A ``data_parallel`` table runs the ``dense`` kernel without in-backward optimizer whatever is
+    attached here; the trainer keeps frozen ones out of the dense optimizer (:func:`frozen_parameter`).
+    """
     kwargs = {"lr": lr}
     if name == "adagrad":
         kwargs["eps"] = 1e-8
-    apply_optimizer_in_backward(embedding_optimizer_class(name), model.ebc.parameters(), kwargs)
+    skip = {f"embedding_bags.{t}.weight" for t in frozen}
+    named = list(model.ebc.named_parameters())
+    apply_optimizer_in_backward(embedding_optimizer_class(name), [p for n, p in named if n not in skip], kwargs)
+    if skip:
+        apply_optimizer_in_backward(torch.optim.SGD, [p for n, p in named if n in skip], {"lr": 0.0})
+
+
+def frozen_parameter(name: str, frozen: tuple[str, ...]) -> bool:
+    """Whether a DMP parameter name is the weight of a frozen table (``...embedding_bags.<table>.weight``)."""
+    parts = name.split(".")
+    return len(parts) >= 3 and parts[-1] == "weight" and parts[-3] == "embedding_bags" and parts[-2] in frozen
 
 
 def sharding_constraints(table_names: list[str], allowed: dict[str, list[str]], device: str):

@@ -106,13 +106,49 @@ class CTRModel(nn.Module):
         return self.over_arch(self.interact(d, self.pooled(sparse))).squeeze(-1)  # (B,)
 
 
+class GraphCTRModel(CTRModel):
+    """A :class:`CTRModel` whose frozen graph tables (FastRP rows) enter the interaction through learned projections.
+
+    The pooled vector of graph key ``g`` (B, d_g) is detached, so no gradient ever reaches its
+    table (the FastRP rows stay as they are, whatever the sharding), then ``Linear(d_g, D)`` maps
+    it to one more (B, D) interaction vector: a DLRM dot partner or a DCN input like any other.
+
+    Args:
+        graph_keys: graph KJT key -> d_g (its table's width). CTRModel's arguments otherwise, with
+            ``key_dims`` the interaction widths (graph keys at D).
+    """
+
+    def __init__(self, *, graph_keys: dict[str, int], **ctr_args):
+        super().__init__(**ctr_args)
+        dim = ctr_args["embedding_dim"]
+        self.graph_projections = nn.ModuleDict({k: nn.Linear(d, dim) for k, d in graph_keys.items()})
+
+    def pooled(self, sparse: KeyedJaggedTensor) -> list[torch.Tensor]:
+        """K x (B, D_k): the features' pooled vectors, graph keys' projected to D."""
+        emb = super().pooled(sparse)
+        proj = self.graph_projections
+        return [proj[k](e.detach()) if k in proj else e for k, e in zip(self.keys, emb)]
+
+
 def build_model(
     cfg, layout: EmbeddingLayout, num_dense_inputs: int, device: torch.device | str = "cpu", seed: int | None = None
 ) -> CTRModel:
     """The CTR model of ``cfg`` (a ``TrainConfig``) for ``layout``; weights drawn from ``seed`` if given.
 
-    The seed is used inside ``torch.random.fork_rng``, so the caller's global RNG is untouched.
+    The seed is used inside ``torch.random.fork_rng``, so the caller's global RNG is untouched. A
+    layout with frozen graph tables gives a :class:`GraphCTRModel`.
     """
+    if layout.graph_keys:
+        return seeded_build(
+            GraphCTRModel,
+            cfg,
+            layout,
+            num_dense_inputs,
+            device,
+            seed,
+            key_dims=layout.interaction_dims,
+            graph_keys=layout.graph_keys,
+        )
     return seeded_build(CTRModel, cfg, layout, num_dense_inputs, device, seed, key_dims=layout.key_dims)
 
 

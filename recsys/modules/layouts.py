@@ -10,6 +10,12 @@ Three layouts (``F`` features, ``D`` = ``embedding_dim``):
   ``total_rows`` rows; feature ``f`` makes ``k_f`` lookups (chunks) with distinct salts and its
   vector is their concatenation (width ``k_f * D``). Unseen values get their own (collided) rows.
 
+Graph features (``train.graph_features``, FastRP vectors, :func:`with_graph_features`) add to a
+per-feature layout: ``frozen`` adds a table ``graph__<f>`` (``V_f`` x ``d``, FastRP rows, never
+trained) looked up by ``f``'s vocabulary ids under its own KJT key ``graph__<f>``, whatever the
+layout (the encoded table always has the ids); ``init`` adds nothing but a record that ``f``'s own
+table starts from its FastRP rows, which needs a table indexed by vocabulary id (``vocab``).
+
 In the hashed layouts a missing value (null raw hash) hashes as raw value 0, so it has its own
 (collided) row like any other value. The layout is a frozen value that travels with an exported
 model, so scoring maps ids exactly as training did. One function, :meth:`EmbeddingLayout.table_configs`,
@@ -18,7 +24,7 @@ makes TorchRec's ``EmbeddingBagConfig``s.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -52,9 +58,27 @@ class KeySource:
     salt: int | None  # None: use the vocabulary id as the row
 
 
+GRAPH_TABLE_PREFIX = "graph__"
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """One graph feature of mode ``frozen`` (its FastRP table, named ``key`` like its KJT key) or ``init`` (no table)."""
+
+    feature: str
+    mode: str
+    prefix: str
+    embedding_dim: int  # d: the FastRP vectors' width
+    key: str | None = None  # frozen: the KJT key (= table name) of the graph table
+
+
 @dataclass(frozen=True)
 class EmbeddingLayout:
-    """Tables, KJT keys (in order) and the id -> row map of every key; ``groups`` lists each feature's keys."""
+    """Tables, KJT keys (in order) and the id -> row map of every key; ``groups`` lists each feature's keys.
+
+    ``graph`` lists the graph features; a frozen one's key is among ``keys`` (after the features'
+    keys) but in no group: its vector reaches the interaction through a projection to ``embedding_dim``.
+    """
 
     kind: str
     embedding_dim: int
@@ -62,6 +86,18 @@ class EmbeddingLayout:
     keys: tuple[str, ...]
     sources: tuple[KeySource, ...]
     groups: tuple[tuple[str, tuple[str, ...]], ...]
+    graph: tuple[GraphSpec, ...] = ()
+
+    @property
+    def graph_keys(self) -> dict[str, int]:
+        """KJT key -> FastRP width ``d`` of each frozen graph table (key = table name)."""
+        return {g.key: g.embedding_dim for g in self.graph if g.key is not None}
+
+    @property
+    def interaction_dims(self) -> list[int]:
+        """Width of each key's vector where it enters the interaction: graph keys are projected to ``embedding_dim``."""
+        graph = self.graph_keys
+        return [self.embedding_dim if k in graph else d for k, d in zip(self.keys, self.key_dims)]
 
     @property
     def uses_hash(self) -> bool:
@@ -100,10 +136,12 @@ class EmbeddingLayout:
     def embedding_bytes(self, optimizer: str = "rowwise_adagrad") -> dict[str, int]:
         """fp32 bytes of the weights and of the embedding optimizer's state."""
         weights = 4 * self.embedding_params()
+        frozen = self.graph_keys  # no optimizer: no state
         state = 4 * sum(
             t.num_embeddings * _STATE_PER_ROW.get(optimizer, 0)
             + t.num_embeddings * t.embedding_dim * _STATE_PER_WEIGHT.get(optimizer, 0)
             for t in self.tables
+            if t.name not in frozen
         )
         return {"weights": weights, "optimizer_state": state, "total": weights + state}
 
@@ -137,6 +175,7 @@ class EmbeddingLayout:
             keys=tuple(d["keys"]),
             sources=tuple(KeySource(**s) for s in d["sources"]),
             groups=tuple((f, tuple(k)) for f, k in d["groups"]),
+            graph=tuple(GraphSpec(**g) for g in d.get("graph", ())),
         )
 
 
@@ -178,3 +217,44 @@ def make_layout(
         tables = (TableSpec("unified", cfg.total_rows, d, tuple(keys)),)
         return EmbeddingLayout("unified", d, tables, tuple(keys), tuple(sources), tuple(groups))
     raise ValueError(f"unknown layout kind {cfg.kind!r}")
+
+
+def with_graph_features(
+    layout: EmbeddingLayout, graph: dict[str, tuple[str, str]], graph_dim: int, vocab_sizes: dict[str, int]
+) -> EmbeddingLayout:
+    """``layout`` plus the graph features ``graph`` (feature -> (mode, prefix)) of FastRP width ``graph_dim``.
+
+    A ``frozen`` feature ``f`` gets the table ``graph__f`` (``vocab_sizes[f]`` x ``graph_dim``) and
+    the KJT key of the same name, whose rows are ``f``'s vocabulary ids; ``init`` is only recorded.
+
+    Raises:
+        ConfigError: a graph feature that is not one of the layout's features, a unified layout (its
+            table is shared by all features), or ``init`` on a table not indexed by vocabulary id.
+    """
+    if not graph:
+        return layout
+    if layout.kind == "unified":
+        raise ConfigError("train.graph_features need per-feature tables: not the 'unified' layout")
+    features = [f for f, _ in layout.groups]
+    tables, keys, sources, specs = list(layout.tables), list(layout.keys), list(layout.sources), []
+    taken = {t.name for t in layout.tables} | set(layout.keys)
+    for f, (mode, prefix) in graph.items():
+        if f not in features:
+            raise ConfigError(f"train.graph_features.{f}: {f!r} is not a sparse feature ({features})")
+        if mode == "init":
+            own = [s for s in layout.sources if s.feature == f]
+            if any(s.salt is not None for s in own):
+                raise ConfigError(
+                    f"train.graph_features.{f}: mode 'init' needs a table indexed by vocabulary id, "
+                    f"not the '{layout.kind}' layout's hashed rows"
+                )
+            specs.append(GraphSpec(f, mode, prefix, graph_dim))
+            continue
+        name = GRAPH_TABLE_PREFIX + f
+        if name in taken:
+            raise ConfigError(f"train.graph_features.{f}: the graph table name {name!r} is already a table or key")
+        tables.append(TableSpec(name, vocab_sizes[f], graph_dim, (name,)))
+        keys.append(name)
+        sources.append(KeySource(f, name, vocab_sizes[f], None))
+        specs.append(GraphSpec(f, mode, prefix, graph_dim, key=name))
+    return replace(layout, tables=tuple(tables), keys=tuple(keys), sources=tuple(sources), graph=tuple(specs))

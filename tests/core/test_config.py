@@ -171,3 +171,19 @@ def test_the_scoring_input_format_alone_keeps_the_click_log_path():
     tables = load_config(["--input-format", "parquet"], section="score").tables
     assert tables.entry("score_rows").format == "parquet"
     assert tables.path("score_rows") == tables.path("clicks")
+
+
+def test_a_graph_feature_without_a_vocabulary_is_refused_when_training_not_when_loading():
+    # given a layer that drops C1 from the schema while the default still makes it a graph feature
+    cfg = load_config(["--set", "schema.categorical=[C2, tags]"])
+    # then jobs that do not train load it, and the trainer's inputs name the key
+    with pytest.raises(ConfigError, match=r"train.graph_features.C1: 'C1' has no vocabulary"):
+        cfg.train_inputs()
+
+
+def test_a_graph_feature_that_is_no_node_column_needs_its_prefix():
+    cfg = load_config(["--set", "train.graph_features={C3: frozen}"])
+    with pytest.raises(ConfigError, match=r"train.graph_features.C3: 'C3' is neither graph.user \(C1\)"):
+        cfg.train_inputs()
+    with_prefix = load_config(["--set", "train.graph_features={C3: {prefix: 'shop:'}}"])
+    assert with_prefix.train_inputs().graph_prefixes == {"C3": "shop:"}

@@ -50,13 +50,26 @@ def airflow_env(tmp_path):
 def test_dagbag_has_no_import_errors(airflow_env, monkeypatch):
     env, _ = airflow_env
     code = (
-        "from airflow.models.dagbag import DagBag; b = DagBag(include_examples=False); "
+        "import json; from airflow.models.dagbag import DagBag; b = DagBag(include_examples=False); "
         "assert not b.import_errors, b.import_errors; d = b.dags['embedding_refresh']; "
-        "print(sorted(t.task_id for t in d.tasks), d.catchup)"
+        "print(json.dumps({'catchup': d.catchup, 'upstream': {t.task_id: sorted(t.upstream_task_ids) for t in d.tasks}}))"
     )
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "'build_vocab', 'encode', 'fastrp', 'make_synthetic', 'promote', 'score', 'train'] False" in done.stdout
+    dag = json.loads(done.stdout.strip().splitlines()[-1])
+    assert dag["catchup"] is False
+    # the click log feeds the vocabularies and the graph; the graph feeds FastRP; FastRP feeds training and retrieval
+    assert dag["upstream"] == {
+        "make_synthetic": [],
+        "build_vocab": ["make_synthetic"],
+        "encode": ["build_vocab"],
+        "train": ["encode", "fastrp"],
+        "promote": ["train"],
+        "score": ["promote"],
+        "build_graph": ["make_synthetic"],
+        "fastrp": ["build_graph"],
+        "retrieve": ["fastrp"],
+    }
 
 
 @pytest.mark.slow
@@ -80,13 +93,16 @@ def test_dag_runs_end_to_end_on_tiny_synthetic_data(airflow_env):
 
     rows = {
         t: DeltaTable(str(data / t)).to_pyarrow_table()
-        for t in ("raw/clicks", "vocab", "encoded", "fastrp", "scores", "raw/edges")
+        for t in ("raw/clicks", "vocab", "encoded", "fastrp", "scores", "graph/edges", "candidates")
     }
     assert rows["raw/clicks"].num_rows == rows["encoded"].num_rows == rows["scores"].num_rows == 2000
     assert set(rows["vocab"].column("feature").to_pylist()) == {*(f"C{i}" for i in range(1, 9)), "tags"}
-    edges = rows["raw/edges"]
+    edges = rows["graph/edges"]  # built by the build_graph task from the click log
+    assert set(edges.column("kind").to_pylist()) == {"user-item"}
     nodes = set(edges.column("src").to_pylist()) | set(edges.column("dst").to_pylist())
     assert rows["fastrp"].num_rows == len(nodes)
+    queries = set(rows["candidates"].column("query").to_pylist())  # the retrieve task: every user and item queried
+    assert queries == nodes and set(rows["candidates"].column("candidate").to_pylist()) <= nodes
     probability = rows["scores"].column("probability").to_numpy()
     assert ((probability > 0) & (probability < 1)).all()
     # and the registry's champion is the version the score task used
@@ -96,5 +112,6 @@ def test_dag_runs_end_to_end_on_tiny_synthetic_data(airflow_env):
     assert scored_with == f"models:/ctr_model/{champion.version}"
     experiment = client.get_experiment_by_name("graph-rec-embeddings").experiment_id
     stages = {r.data.tags.get("pipeline.stage"): r for r in client.search_runs([experiment])}
+    assert stages["build_graph"].data.metrics["quality.edges.success"] == 1.0  # the edges are gated when written
     assert stages["fastrp"].data.metrics["quality.edges.success"] == 1.0  # the DAG's FastRP task is gated too
     assert stages["fastrp"].data.metrics["quality.embeddings.success"] == 1.0

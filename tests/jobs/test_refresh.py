@@ -11,18 +11,22 @@ from core.cli import run
 from core.errors import StageFailed
 
 REPO = Path(__file__).resolve().parents[2]
-ALL_STAGES = ["synth", "vocab", "encode", "fastrp", "train", "promote", "score"]
+ALL_STAGES = ["synth", "vocab", "encode", "graph", "fastrp", "retrieve", "train", "promote", "score"]
 
 
-def refresh_main():
-    """``main`` of jobs/refresh.py, loaded by path (jobs/ is not a package; refresh imports its siblings)."""
+def refresh_module():
+    """jobs/refresh.py, loaded by path (jobs/ is not a package; refresh imports its siblings)."""
     import sys
 
     sys.path.insert(0, str(REPO / "jobs"))
     spec = importlib.util.spec_from_file_location("refresh_job", REPO / "jobs" / "refresh.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.main
+    return module
+
+
+def refresh_main():
+    return refresh_module().main
 
 
 def refresh_args(tmp_path, *skipped: str) -> list[str]:
@@ -53,12 +57,12 @@ def test_skipping_every_stage_runs_only_the_parent(spark, tmp_path, capsys):
     assert code == 0
     assert "refresh finished" in capsys.readouterr().out
     assert stage_runs(tmp_path) == {"refresh": "FINISHED"}
-    assert not (tmp_path / "data" / "raw").exists() and not (tmp_path / "data" / "vocab").exists()
+    assert not any((tmp_path / "data" / t).exists() for t in ("raw", "vocab", "graph"))
 
 
 def test_a_stage_with_bad_input_fails_the_refresh_with_exit_2_naming_the_table(spark, tmp_path, capsys):
     # given no click log at tables.clicks (synth skipped), then vocab runs first
-    argv = refresh_args(tmp_path, "synth", "fastrp", "train", "promote", "score")
+    argv = refresh_args(tmp_path, "synth", "graph", "fastrp", "retrieve", "train", "promote", "score")
     # when
     code = run(refresh_main(), argv)
     # then one error line names the catalog entry and the path; the stage and its parent are FAILED
@@ -67,6 +71,21 @@ def test_a_stage_with_bad_input_fails_the_refresh_with_exit_2_naming_the_table(s
     assert err[-1].startswith("error: tables.clicks: no Delta table at") and "raw/clicks" in err[-1]
     assert stage_runs(tmp_path) == {"refresh": "FAILED", "build_vocab": "FAILED"}
     assert not (tmp_path / "data" / "vocab").exists()
+
+
+def test_the_spark_stages_run_after_the_tables_they_read():
+    # the graph is built from the click log, FastRP embeds the graph, retrieval ranks its vectors
+    stages = refresh_module().SPARK_STAGES
+    assert [(k, s.name) for k, s in stages.items()] == [
+        ("synth", "synth"),
+        ("vocab", "build_vocab"),
+        ("encode", "encode"),
+        ("graph", "build_graph"),
+        ("fastrp", "fastrp"),
+        ("retrieve", "retrieve"),
+    ]
+    assert stages["graph"].inputs == ("clicks",) and stages["fastrp"].inputs == stages["graph"].outputs == ("edges",)
+    assert set(stages["retrieve"].inputs) == {*stages["fastrp"].outputs, "edges"}
 
 
 def test_an_unknown_stage_name_is_refused():

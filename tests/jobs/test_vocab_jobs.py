@@ -34,7 +34,6 @@ def clicks(spark, tmp_path_factory):
             "tables": {
                 "root": str(root),
                 "clicks": {"path": "clicks"},
-                "edges": {"path": "edges"},
                 "oracle": {"path": "oracle"},
             },
             "mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}"},
@@ -50,7 +49,7 @@ def vocab_args(job_args, clicks, out, *extra):
     return [*job_args, "--input", clicks, "--features", FEATURES, "--min-count", "2", "--output", str(out), *extra]
 
 
-def test_synthetic_job_writes_click_log_edges_and_oracle(spark, job_args, tmp_path, capsys):
+def test_synthetic_job_writes_click_log_and_oracle_and_no_edges(spark, job_args, tmp_path, capsys):
     argv = [
         *job_args,
         "--num-rows",
@@ -59,15 +58,14 @@ def test_synthetic_job_writes_click_log_edges_and_oracle(spark, job_args, tmp_pa
         "1",
         "--output",
         str(tmp_path / "c"),
-        "--edges-output",
-        str(tmp_path / "e"),
         "--oracle-output",
         str(tmp_path / "o"),
     ]
     assert run(make_synthetic.main, argv) == 0
     assert "best possible AUC" in capsys.readouterr().out
     assert spark.read.format("delta").load(str(tmp_path / "c")).count() == 500
-    assert set(spark.read.format("delta").load(str(tmp_path / "e")).columns) >= {"src", "dst", "weight"}
+    assert spark.read.format("delta").load(str(tmp_path / "o")).columns == ["event_id", "label", "p_true"]
+    assert SYNTH.outputs == ("clicks", "oracle")  # the edges are build_graph's
 
 
 def test_synthetic_data_is_deterministic_for_a_seed(spark, tmp_path):

@@ -117,3 +117,32 @@ def train_job_main():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main
+
+
+GRAPH_DIM = 4  # width of the tiny FastRP vectors
+GRAPH_PREFIXES = {"C1": "user:", "C2": "item:"}
+
+
+def make_fastrp(dim: int = GRAPH_DIM, seed: int = 0, c1_every: int = 2) -> pa.Table:
+    """A FastRP table (``node string, embedding array<float>``) over the tiny vocabulary's values.
+
+    Nodes: ``user:C1_v<i>`` for every ``c1_every``-th C1 id from 2 (half of C1's values by default),
+    ``item:C2_v<j>`` for every C2 value, and two nodes no vocabulary value names.
+    """
+    nodes = [f"user:C1_v{i}" for i in range(2, VOCAB["C1"], c1_every)]
+    nodes += [f"item:C2_v{j}" for j in range(2, VOCAB["C2"])] + ["user:stranger", "item:C1_v3"]
+    vectors = np.random.default_rng(seed).standard_normal((len(nodes), dim)).astype(np.float32)
+    return pa.table({"node": nodes, "embedding": pa.array(list(vectors), pa.list_(pa.float32()))})
+
+
+def fastrp_vector(table: pa.Table, node: str) -> np.ndarray:
+    """The (d,) vector of ``node`` in a FastRP table."""
+    i = table.column("node").to_pylist().index(node)
+    return np.asarray(table.column("embedding")[i].as_py(), np.float32)
+
+
+def graph_inputs(encoded: str, vocab: str, embeddings: str, prefixes: dict[str, str] = GRAPH_PREFIXES):
+    """TrainInputs of the tiny tables with a FastRP table and its node-id prefixes (as the pipeline config fills them)."""
+    from core.train_config import TrainInputs
+
+    return TrainInputs(encoded=encoded, vocab=vocab, embeddings=embeddings, graph_prefixes=dict(prefixes))
