@@ -16,6 +16,8 @@ no ranking finds them all).
 Each function returns the mean over queries; queries with no relevant item are skipped (their
 metric is undefined), and the mean of no query is NaN. ``ranked`` and ``relevant`` are aligned
 by position: ``ranked[i]`` is query i's candidate list, best first, ``relevant[i]`` its set.
+Written here rather than taken from torchmetrics (``RetrievalRecall``, ``RetrievalNormalizedDCG``):
+the Spark side never imports torch, and these take ranked id lists, not score tensors.
 """
 
 from __future__ import annotations

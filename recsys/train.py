@@ -15,10 +15,16 @@ import time
 
 import torch
 
-from core.net import free_port
 from core.train_config import TrainConfig, TrainInputs
 from recsys.data.checks import InputSummary, check_inputs, check_memory_budget
-from recsys.distributed.launch import admit, process_group, resolve_backend, spawn, under_launcher
+from recsys.distributed.launch import (
+    admit,
+    process_group,
+    resolve_backend,
+    single_rank_env,
+    spawn,
+    under_launcher,
+)
 from recsys.distributed.sharding import plan_summary, sharding_constraints
 from recsys.metrics import auc_logloss
 from recsys.optembed_train import optembed_rank
@@ -117,18 +123,8 @@ def run_training(cfg: TrainConfig, inputs: TrainInputs) -> TrainResult | OptEmbe
     need = make_run_layout(cfg, summary).embedding_bytes(cfg.embedding_optimizer)["total"]
     admit(cfg.world_size, cfg.device, need, cfg.force)
     if cfg.world_size == 1:
-        saved = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")}
-        os.environ.update(
-            RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port())
-        )
-        try:
+        with single_rank_env():
             return train_rank(cfg, summary)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "result.json")
         spawn(_spawned_rank, (cfg, summary, path), cfg.world_size)

@@ -80,6 +80,24 @@ def resolve_backend(backend: str, device: str) -> str:
     return "nccl" if device == "cuda" else "gloo"
 
 
+RANK_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@contextmanager
+def single_rank_env():
+    """This process as rank 0 of 1 (a free local port) inside the block; the caller's environment restored after."""
+    saved = {k: os.environ.get(k) for k in RANK_ENV}
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @contextmanager
 def process_group(backend: str, device: str):
     """Join the process group described by the environment; yields (rank, world_size, torch.device)."""

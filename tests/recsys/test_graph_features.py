@@ -49,21 +49,10 @@ def tables(tiny_tables, tmp_path_factory):
 @contextlib.contextmanager
 def one_rank():
     """A 1-rank gloo process group in this process (as ``run_training`` sets up for world_size 1)."""
-    from core.net import free_port
-    from recsys.distributed.launch import process_group
+    from recsys.distributed.launch import process_group, single_rank_env
 
-    keys = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
-    try:
-        with process_group("gloo", "cpu") as group:
-            yield group
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with single_rank_env(), process_group("gloo", "cpu") as group:
+        yield group
 
 
 def vectors(nodes: list[str], rows: list[list[float]]) -> FastRPVectors:
