@@ -30,7 +30,7 @@ from ctr_quality import SPARK, sh, tables, train  # noqa: E402
 
 PY = sys.executable
 VARIANTS = {
-    "none": [],
+    "none": ["--set", "train.graph_features={}"],  # conf/local.yaml turns them on: off explicitly
     "frozen": ["--set", "train.graph_features={C1: frozen, C2: frozen}"],
     "init": ["--set", "train.graph_features={C1: init, C2: init}"],
 }
@@ -42,7 +42,7 @@ def ensure_data(root: Path, args, num_rows: int) -> dict[str, str]:
     if (root / "embeddings" / "_delta_log").is_dir():
         return paths
     synth = [f"synth.num_rows={num_rows}", f"synth.num_users={args.num_users}", f"synth.num_items={args.num_items}"]
-    flags = [*SPARK, *tables(paths)]
+    flags = [*SPARK, *tables(paths), "--set", f"tables.root={root}"]  # quality evidence, checkpoints under root
     sh([PY, "jobs/make_synthetic.py", *flags, *[a for s in synth for a in ("--set", s)]])
     for job in ("build_vocab", "encode", "build_graph", "fastrp"):
         sh([PY, f"jobs/{job}.py", *flags])
@@ -145,6 +145,8 @@ def main(argv=None) -> int:
                 d["vocab"],
                 "--set",
                 f"tables.embeddings.path={d['embeddings']}",
+                "--set",
+                f"tables.root={root}",  # its MLflow runs go to root/mlflow.db, not the user's data/
             ]
             result = train(
                 variant,
