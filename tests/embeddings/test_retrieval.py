@@ -158,6 +158,16 @@ def test_kernel_equals_a_full_argsort_and_its_scores_do_not_depend_on_the_block(
         assert shared and all(half_sc[i][list(half_idx[i]).index(j)] == s for j, s in shared.items())
 
 
+def test_a_float32_tie_at_the_kth_place_is_decided_by_the_exact_scores():
+    # given two candidates whose float32 dot products with q both round to 1.0, while exactly a > b
+    q = np.array([[1.0, 1.0]], np.float32)
+    b, a = [1.0, 0.0], [1.0, 2.0**-25]  # q.a = 1 + 2^-25: below float32's half ulp at 1
+    assert (q @ np.array([b, a], np.float32).T)[0, 0] == (q @ np.array([b, a], np.float32).T)[0, 1]
+    idx, sc = block_top_k(q, np.array([b, a], np.float32), 1, metric="dot")
+    # then the one exact top-1 wins, not the lower index: the output cannot depend on the block it shares
+    assert idx.tolist() == [[1]] and sc[0, 0] == 1.0 + 2.0**-25
+
+
 # --------------------------------------------------------------------------- Spark
 
 
