@@ -258,6 +258,10 @@ class FastRPConfig(StrictModel):
     checkpoint: Literal["reliable", "local"] = Field(
         default="reliable", description="per-iteration lineage cut: reliable (files, survives lost executors) or local"
     )
+    allow_dim_change: bool = Field(
+        default=False,
+        description="replace a published embeddings table of another dim (its readers' vector width changes)",
+    )
 
     @model_validator(mode="after")
     def _weights_match_iterations(self) -> "FastRPConfig":

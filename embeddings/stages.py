@@ -253,9 +253,24 @@ BUILD_GRAPH = Stage(
 # --------------------------------------------------------------------------- fastrp
 
 
+def check_dim_unchanged(previous: dict, f, path: str) -> None:
+    """Refuse to replace the published vectors with ones of another width, unless ``fastrp.allow_dim_change``.
+
+    Whatever reads ``tables.embeddings`` between refreshes (an ANN index, a feature store, a model
+    trained on them) was built for the previous width; Delta's ``array<float>`` does not record it.
+    """
+    before = (previous.get("params") or {}).get("dim")
+    if before is not None and before != f.dim and not f.allow_dim_change:
+        raise ConfigError(
+            f"fastrp.dim={f.dim} differs from the previous refresh's {before} (tables.embeddings, {path}): "
+            "its readers expect the old width; set fastrp.allow_dim_change=true to replace it"
+        )
+
+
 def compute_fastrp(ctx: StageContext) -> StageOutput:
     """FastRP embeddings of the edge table (the Spark engine, or the scipy reference for small graphs)."""
     cfg, f = ctx.cfg, ctx.cfg.fastrp
+    check_dim_unchanged(ctx.read_metadata("embeddings"), f, cfg.tables.path("embeddings"))
     started = time.time()
     emb = embed(ctx.spark, ctx.frames["edges"], f, checkpoint_dir=cfg.spark.checkpoint_dir)
     max_norm = None if f.standardize else f.self_influence + sum(abs(w) for w in f.iteration_weights) + 1e-3

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -244,6 +245,11 @@ BAD_INPUTS = {
     "empty table": (lambda pdf: pdf.iloc[:0], [], "expect_table_row_count_to_be_between"),
     "dim < 1": (lambda pdf: pdf, ["--dim", "0"], "fastrp.dim"),
     "weights/iterations mismatch": (lambda pdf: pdf, ["--iterations", "2"], "fastrp.iterations"),
+    "dim unlike the previous refresh's": (
+        lambda pdf: pdf,
+        ["--dim", "16"],
+        "error: fastrp.dim=16 differs from the previous refresh's 12 (tables.embeddings",
+    ),
 }
 
 
@@ -264,6 +270,18 @@ def test_bad_input_exits_2_naming_the_problem_and_keeps_the_previous_output(spar
     assert code == 2
     assert needle in capsys.readouterr().err
     assert delta_version(spark, str(good_run["output"])) == good_run["version"]
+
+
+def test_a_new_dim_replaces_the_published_vectors_when_allowed(spark, tmp_path, good_run):
+    # given a copy of the published 12-wide table
+    output = tmp_path / "emb"
+    shutil.copytree(good_run["output"], output)
+    # when a refresh asks for 16 and says the width may change
+    flags = good_run["flags"] + ["--dim", "16", "--allow-dim-change", "--output", str(output)]
+    assert run(good_run["main"], flags) == 0
+    # then the new version holds 16-wide vectors
+    assert delta_version(spark, str(output)) == good_run["version"] + 1
+    assert {len(v) for v in read_embeddings(spark, output).values()} == {16}
 
 
 def test_validation_error_is_an_input_error_naming_the_weight_flag(spark, tmp_path):
