@@ -4,7 +4,8 @@
 
 Same code path as CPU training (meta-device model, planner, DistributedModelParallel, fused
 row-wise Adagrad, dense Adam), with world_size 1, backend nccl and synthetic in-memory batches
-(26 tables, Criteo-like). Without CUDA it exits with code 2 and says so.
+(26 tables, Criteo-like). The JSON names the stack it ran on (torch and its CUDA, the FBGEMM build,
+torchrec). Without CUDA it exits with code 2 and says so.
 """
 
 from __future__ import annotations
@@ -14,6 +15,27 @@ import json
 import os
 import sys
 import time
+
+
+def stack() -> dict[str, str | None]:
+    """The versions this figure comes from: torch (and its CUDA), the FBGEMM build, torchrec."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return {
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "fbgemm_gpu": installed("fbgemm-gpu"),
+        "fbgemm_gpu_cpu": installed("fbgemm-gpu-cpu"),
+        "torchrec": installed("torchrec"),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,9 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not torch.cuda.is_available():
         print(
-            json.dumps(
-                {"error": "no CUDA device visible to torch; this check needs a GPU", "torch": torch.__version__}
-            ),
+            json.dumps({"error": "no CUDA device visible to torch; this check needs a GPU", **stack()}),
             file=sys.stderr,
         )
         return 2
@@ -107,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             "optimizer": args.optimizer,
             "backend": dist.get_backend(),
             "device": torch.cuda.get_device_name(device),
-            "torch": torch.__version__,
+            **stack(),
             "sharding_plan": plan_summary(plan),
         }
     print(json.dumps(result, indent=2))

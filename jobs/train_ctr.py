@@ -3,6 +3,7 @@
     python jobs/train_ctr.py --world-size 2 --metrics-out data/ctr_metrics.json
     torchrun --nproc-per-node 2 jobs/train_ctr.py
     python jobs/train_ctr.py --launcher spark --world-size 2   # Spark TorchDistributor
+    python jobs/train_ctr.py --device cuda --world-size 2      # nccl, one GPU per rank
     python jobs/train_ctr.py --resume                           # continue the same run from train.checkpoint_dir
 
 A run this host cannot hold (more ranks than cores or GPUs, tables larger than available memory)
@@ -28,9 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     with mlflow_run(tracked, "train", params={"train": cfg.train, "inputs": inputs}) as mlrun:
         if cfg.train.launcher == "spark":
             from embeddings.spark import spark_session
-            from recsys.launch_spark import train_on_spark
+            from recsys.launch_spark import distributor_conf, train_on_spark
 
-            with spark_session(cfg.spark):
+            spark = cfg.spark.model_copy(update={"conf": {**distributor_conf(cfg.train), **cfg.spark.conf}})
+            with spark_session(spark):
                 result = train_on_spark(cfg.train, inputs)
         else:
             from recsys.train import run_training

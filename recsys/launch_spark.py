@@ -6,7 +6,33 @@ executors in a barrier stage (each executor must see the encoded and vocabulary 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from core.train_config import TrainConfig, TrainInputs
+
+GPU_DISCOVERY_SCRIPT = str(Path(__file__).with_name("gpu_discovery.sh"))
+
+
+def distributor_conf(cfg: TrainConfig) -> dict[str, str]:
+    """The Spark settings TorchDistributor needs to hand ``cfg.world_size`` ranks a GPU each (empty on CPU).
+
+    Local mode takes the GPUs from the driver (``spark.driver.resource.gpu.*``, found by
+    :data:`GPU_DISCOVERY_SCRIPT`); on a cluster each barrier task asks for one GPU
+    (``spark.task.resource.gpu.amount``) of executors that have them. The caller's own
+    ``spark.conf`` wins over these, and spark-submit's over both.
+    """
+    if cfg.device != "cuda":
+        return {}
+    if cfg.spark_local_mode:
+        return {
+            "spark.driver.resource.gpu.amount": str(cfg.world_size),
+            "spark.driver.resource.gpu.discoveryScript": GPU_DISCOVERY_SCRIPT,
+        }
+    return {
+        "spark.task.resource.gpu.amount": "1",
+        "spark.executor.resource.gpu.amount": "1",
+        "spark.executor.resource.gpu.discoveryScript": GPU_DISCOVERY_SCRIPT,
+    }
 
 
 def _distributed_entry(cfg_json: str, inputs_json: str):

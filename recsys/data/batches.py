@@ -52,7 +52,15 @@ class Batch:
     event_ids: np.ndarray
 
     def to(self, device: torch.device) -> "Batch":
-        return Batch(self.dense.to(device), self.sparse.to(device), self.labels.to(device), self.event_ids)
+        """This batch on ``device``; to a GPU through pinned host memory, copied without blocking the host."""
+        if device.type != "cuda":
+            return Batch(self.dense.to(device), self.sparse.to(device), self.labels.to(device), self.event_ids)
+        return Batch(
+            self.dense.pin_memory().to(device, non_blocking=True),
+            self.sparse.pin_memory().to(device, non_blocking=True),
+            self.labels.pin_memory().to(device, non_blocking=True),
+            self.event_ids,
+        )
 
 
 def make_batch(data: EncodedRows, idx: np.ndarray) -> Batch:

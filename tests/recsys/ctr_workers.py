@@ -18,20 +18,33 @@ from recsys.trainer import CTRTrainer
 SHARDING = {"C1": ["column_wise"], "C2": ["table_wise"], "tags": ["data_parallel"]}  # three CPU types
 
 
-def two_rank_checks(encoded: str, vocab: str, out_dir: str) -> None:
-    """Sharded == unsharded forward, checkpoint/resume continuation, export round trip; results as JSON per rank."""
+def two_rank_checks(
+    encoded: str,
+    vocab: str,
+    out_dir: str,
+    device: str = "cpu",
+    sharding: dict[str, list[str]] = SHARDING,
+    overrides: dict | None = None,
+) -> None:
+    """Sharded == unsharded forward, checkpoint/resume continuation, export round trip; results as JSON per rank.
+
+    ``device="cuda"`` runs the same checks with nccl, one GPU per rank, and the GPU's sharding types
+    (``overrides``: more TrainConfig keys); the unsharded model and the export are scored on the CPU.
+    """
     cfg, inputs = train_setup(
         encoded,
         vocab,
-        sharding_types=SHARDING,
+        sharding_types=sharding,
         checkpoint_dir=f"{out_dir}/ckpt",
         max_steps=6,
         layout={"kind": "vocab"},
-        pooling="mean",
-    )  # conf/local.yaml's pooling
+        pooling="mean",  # conf/local.yaml's pooling
+        device=device,
+        **(overrides or {}),
+    )
     summary = prepare(cfg, inputs)
     res: dict = {}
-    with process_group("gloo", "cpu") as (rank, world, device):
+    with process_group("nccl" if device == "cuda" else "gloo", device) as (rank, world, device):
         # sharded forward equals the plain model's with the same weights
         a = CTRTrainer(cfg, summary, rank=rank, world_size=world, device=device).setup()
         res["plan"] = {
@@ -40,9 +53,10 @@ def two_rank_checks(encoded: str, vocab: str, out_dir: str) -> None:
         }
         plain = build_model(cfg, a.layout_, summary.spec.num_dense_inputs, seed=cfg.seed)
         batch = make_batch(a.data_["train"], np.arange(32))
+        on_device = batch.to(device)
         with torch.no_grad():
             res["forward_max_diff"] = float(
-                (a.model_(batch.dense, batch.sparse) - plain(batch.dense, batch.sparse)).abs().max()
+                (a.model_(on_device.dense, on_device.sparse).cpu() - plain(batch.dense, batch.sparse)).abs().max()
             )
         before = a.full_state_dict()
         # straight run of 6 steps
@@ -107,9 +121,10 @@ def two_rank_graph_checks(encoded: str, vocab: str, embeddings: str, out_dir: st
         plain = build_model(cfg, a.layout_, summary.spec.num_dense_inputs, seed=cfg.seed)
         plain.load_state_dict(graph_initial_state(cfg, summary, a.layout_, plain.state_dict()))
         batch = make_batch(a.data_["train"], np.arange(32))
+        on_device = batch.to(device)
         with torch.no_grad():
             res["forward_max_diff"] = float(
-                (a.model_(batch.dense, batch.sparse) - plain(batch.dense, batch.sparse)).abs().max()
+                (a.model_(on_device.dense, on_device.sparse).cpu() - plain(batch.dense, batch.sparse)).abs().max()
             )
         before = a.full_state_dict()
         a.train()
