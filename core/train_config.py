@@ -90,12 +90,31 @@ LayoutConfig = Annotated[
 ]
 
 
+class LRScheduleConfig(_Strict):
+    """Both optimisers' learning rates times a factor of the step: linear warm-up, then an optional decay."""
+
+    warmup_steps: NonNegativeInt = 0
+    decay: Literal["none", "linear", "cosine"] = "none"
+    min_factor: float = Field(default=0.0, ge=0.0, le=1.0, description="the factor the decay ends at")
+
+
+class EarlyStoppingConfig(_Strict):
+    """Stop when the valid AUC has not gained ``min_delta`` for ``patience`` evaluations; keep the best weights."""
+
+    patience: PositiveInt = 3
+    min_delta: float = Field(default=0.0, ge=0.0)
+
+
+WIDE_DESCRIPTION = "add a first-order term: a 1-wide table per feature (one learned weight per value)"
+
+
 class DlrmConfig(_Strict):
     """DLRM (Naumov et al. 2019): dense MLP, pairwise dot products of all vectors, top MLP."""
 
     kind: Literal["dlrm"] = "dlrm"
     dense_arch: list[PositiveInt] = Field(default_factory=lambda: [64])
     over_arch: list[PositiveInt] = Field(default_factory=lambda: [64, 32])
+    wide: bool = Field(default=False, description=WIDE_DESCRIPTION)
 
 
 class DcnConfig(_Strict):
@@ -106,12 +125,24 @@ class DcnConfig(_Strict):
     cross_layers: PositiveInt = 2
     cross_rank: PositiveInt = 16
     over_arch: list[PositiveInt] = Field(default_factory=lambda: [64, 32])
+    wide: bool = Field(default=False, description=WIDE_DESCRIPTION)
+
+
+class DeepFMConfig(_Strict):
+    """DeepFM (Guo et al. 2017): first-order term + FM over all vectors + an MLP over their concatenation."""
+
+    kind: Literal["deepfm"] = "deepfm"
+    dense_arch: list[PositiveInt] = Field(default_factory=lambda: [64])
+    over_arch: list[PositiveInt] = Field(default_factory=lambda: [64, 32])
+    wide: bool = Field(default=True, description=WIDE_DESCRIPTION + " (DeepFM's own first-order part)")
 
 
 ModelConfig = Annotated[
-    Annotated[DlrmConfig, Tag("dlrm")] | Annotated[DcnConfig, Tag("dcn")],
+    Annotated[DlrmConfig, Tag("dlrm")] | Annotated[DcnConfig, Tag("dcn")] | Annotated[DeepFMConfig, Tag("deepfm")],
     Discriminator(
-        _kind_or("dlrm"), custom_error_type="invalid_kind", custom_error_message="model kind must be 'dlrm' or 'dcn'"
+        _kind_or("dlrm"),
+        custom_error_type="invalid_kind",
+        custom_error_message="model kind must be 'dlrm', 'dcn' or 'deepfm'",
     ),
 ]
 
@@ -257,9 +288,22 @@ class TrainConfig(_Strict):
     max_steps: PositiveInt | None = None
     embedding_optimizer: Literal["rowwise_adagrad", "adagrad", "sgd", "adam"] = "rowwise_adagrad"
     embedding_lr: PositiveFloat = 0.05
+    embedding_l2: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="L2 on the vectors a batch looks up (each row as often as it is used), added to the loss",
+    )
     dense_optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
     dense_lr: PositiveFloat = 1e-3
+    dense_weight_decay: float = Field(default=0.0, ge=0.0, description="the dense optimizer's weight_decay (L2)")
+    lr_schedule: LRScheduleConfig = LRScheduleConfig()
     eval_batch_size: PositiveInt = 4096
+    eval_every: PositiveInt | None = Field(
+        default=None, description="evaluate the valid split every this many steps (and keep the best weights)"
+    )
+    early_stopping: EarlyStoppingConfig | None = Field(
+        default=None, description="stop when valid AUC has not improved for patience evaluations (needs eval_every)"
+    )
     seed: int = 0
     # distribution
     world_size: PositiveInt = 1
@@ -312,6 +356,16 @@ class TrainConfig(_Strict):
             raise ValueError("backend 'nccl' needs device 'cuda'")
         if (self.resume or self.checkpoint_every) and not self.checkpoint_dir:
             raise ValueError("resume/checkpoint_every need checkpoint_dir")
+        if self.early_stopping is not None and self.split.valid_fraction == 0:
+            raise ValueError("train.early_stopping needs a validation split (train.split.valid_fraction > 0)")
+        if self.early_stopping is not None and self.eval_every is None:
+            raise ValueError("train.early_stopping needs train.eval_every (steps between validations)")
+        if self.eval_every is not None and self.split.valid_fraction == 0:
+            raise ValueError("train.eval_every needs a validation split (train.split.valid_fraction > 0)")
+        if self.model.wide and self.optembed.enabled:
+            raise ValueError(
+                "train.model.wide with train.optembed.enabled is not supported: OptEmbed prunes D-wide rows"
+            )
         if self.optembed.enabled and self.layout.kind == "unified":
             raise ValueError(
                 "optembed needs per-feature tables (train.layout.kind vocab or hashed): the unified "

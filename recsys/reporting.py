@@ -31,6 +31,8 @@ _RUN_METRICS = (
     "steps",
     "final_loss",
     "oracle_test_auc",
+    "best_step",
+    "stopped_early",
 )
 
 
@@ -64,6 +66,16 @@ def plot_training_curves(result: TrainResult):
         ax.plot(np.arange(k, len(losses) + 1), smooth, lw=1.5, label=f"moving average ({k} steps)")
     if result.test_logloss is not None:
         ax.axhline(result.test_logloss, color="k", ls="--", lw=1, label="test logloss")
+    if result.valid_curve:
+        ax.plot(
+            [p.step for p in result.valid_curve],
+            [p.logloss for p in result.valid_curve],
+            "o-",
+            ms=3,
+            label="valid logloss (eval_every)",
+        )
+    if result.best_step is not None:
+        ax.axvline(result.best_step, color="g", ls=":", lw=1, label=f"kept: step {result.best_step}")
     ax.set_xlabel("step")
     ax.set_ylabel("binary cross-entropy")
     auc, oracle = result.test_auc, result.oracle_test_auc
@@ -94,6 +106,8 @@ def log_training_run(result: TrainResult, inputs: TrainInputs) -> None:
     steps, means = training_curve_points(result.loss_history)
     now = int(dt.datetime.now().timestamp() * 1000)
     points = [Metric("train_loss", float(m), now, int(s)) for s, m in zip(steps, means)]
+    for p in result.valid_curve:  # train.eval_every's validations, as MLflow curves
+        points += [Metric("valid_curve_auc", p.auc, now, p.step), Metric("valid_curve_logloss", p.logloss, now, p.step)]
     client = mlflow.MlflowClient()
     for i in range(0, len(points), 1000):  # log_batch takes at most 1000 metrics per call
         client.log_batch(run.info.run_id, metrics=points[i : i + 1000])

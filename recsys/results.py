@@ -51,6 +51,14 @@ class GraphFeatureRecord(_Result):
     coverage: float = Field(description="matched / values")
 
 
+class ValidPoint(_Result):
+    """One validation while training (``train.eval_every``): the global step and the valid split's quality."""
+
+    step: int
+    auc: float
+    logloss: float
+
+
 class TrainResult(_Result):
     """One training run, on rank 0: quality, size, speed, layout, sharding, split and lineage."""
 
@@ -69,6 +77,9 @@ class TrainResult(_Result):
     steps: int | None = None
     final_loss: float | None = None
     loss_history: list[float] = Field(default_factory=list, description="rank 0's training loss per step")
+    valid_curve: list[ValidPoint] = Field(default_factory=list, description="train.eval_every's validations")
+    best_step: int | None = Field(default=None, description="the step whose weights were kept (eval_every)")
+    stopped_early: bool = False
     layout: str
     layout_config: dict = Field(default_factory=dict)
     tables: dict[str, list[int]] = Field(default_factory=dict, description="table -> [num_embeddings, embedding_dim]")

@@ -45,6 +45,7 @@ def train_rank(cfg: TrainConfig, summary: InputSummary) -> TrainResult | OptEmbe
         resumed = cfg.resume and trainer.restore()
         started = time.perf_counter()
         trained = trainer.train()
+        best = trainer.keep_best()  # eval_every: the best validation's weights are the model from here on
         valid = trainer.evaluate("valid") if cfg.split.valid_fraction > 0 else None
         test_out = trainer.predict_split("test")
         if cfg.checkpoint_dir:
@@ -71,6 +72,9 @@ def train_rank(cfg: TrainConfig, summary: InputSummary) -> TrainResult | OptEmbe
             steps=trainer.progress_["global_step"],
             final_loss=trainer.loss_history_[-1] if trainer.loss_history_ else None,
             loss_history=trainer.loss_history_,
+            valid_curve=trainer.valid_curve_,
+            best_step=best and best.step,
+            stopped_early=trainer.stopped_early_,
             layout=layout.kind,
             layout_config=cfg.layout.model_dump(),
             tables={t.name: [t.num_embeddings, t.embedding_dim] for t in layout.tables},

@@ -41,25 +41,43 @@ from recsys.distributed.sharding import (
     frozen_parameter,
     full_state_dict,
     load_full_state_dict,
+    local_snapshot,
+    restore_snapshot,
     shard_model,
     sharding_constraints,
 )
 from recsys.export import save_exported
 from recsys.metrics import auc_logloss
 from recsys.modules.ctr import build_model
-from recsys.modules.layouts import EmbeddingLayout, make_layout, with_graph_features
-from recsys.results import EvalResult, SplitRecord
+from recsys.modules.layouts import EmbeddingLayout, make_layout, with_graph_features, with_wide
+from recsys.results import EvalResult, SplitRecord, ValidPoint
 
 log = logging.getLogger(__name__)
 
 
 def make_run_layout(cfg: TrainConfig, summary: InputSummary) -> EmbeddingLayout:
-    """The run's layout: ``train.layout`` over the sparse features, plus the graph features the checks found."""
+    """The run's layout: ``train.layout`` over the sparse features, the graph features the checks found, wide keys."""
     layout = make_layout(cfg.layout, list(summary.spec.sparse), summary.vocab_sizes, cfg.embedding_dim, cfg.seed)
-    if summary.graph is None:
-        return layout
-    graph = {f: (r.mode, r.prefix) for f, r in summary.graph.features.items()}
-    return with_graph_features(layout, graph, summary.graph.embedding_dim, summary.vocab_sizes)
+    if summary.graph is not None:
+        graph = {f: (r.mode, r.prefix) for f, r in summary.graph.features.items()}
+        layout = with_graph_features(layout, graph, summary.graph.embedding_dim, summary.vocab_sizes)
+    return with_wide(layout) if cfg.model.wide else layout
+
+
+def lr_factor(step: int, total_steps: int, schedule) -> float:
+    """The learning-rate factor of 0-based ``step`` of ``total_steps`` under ``schedule`` (an ``LRScheduleConfig``).
+
+    Linear warm-up from ``1/warmup_steps`` to 1 over the first ``warmup_steps`` steps, then ``linear``
+    or ``cosine`` decay from 1 to ``min_factor`` at the last step (``none``: 1).
+    """
+    warmup = schedule.warmup_steps
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule.decay == "none" or total_steps - warmup <= 1:
+        return 1.0
+    done = min(1.0, (step - warmup) / (total_steps - warmup - 1))
+    shape = 1.0 - done if schedule.decay == "linear" else 0.5 * (1.0 + float(np.cos(np.pi * done)))
+    return schedule.min_factor + (1.0 - schedule.min_factor) * shape
 
 
 def graph_initial_state(
@@ -108,6 +126,8 @@ RUN_CONTROL_FIELDS = frozenset(
         "force",
         "max_embedding_bytes",  # a guard, not a setting of the model
         "graph_min_coverage",  # a warning threshold
+        "eval_every",  # when to look at the valid split and stop; a resumed run may look more often
+        "early_stopping",
         "read_batch_rows",  # rows per read; the rows and their order are the same
         "eval_batch_size",
         "world_size",  # recorded as the number of ranks actually running (under torchrun: WORLD_SIZE)
@@ -229,10 +249,12 @@ def load_rank_data(
 DENSE_OPTIMIZERS = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
 
 
-def keyed_optimizer(params: dict[str, torch.Tensor], name: str, lr: float) -> KeyedOptimizerWrapper:
+def keyed_optimizer(
+    params: dict[str, torch.Tensor], name: str, lr: float, weight_decay: float = 0.0
+) -> KeyedOptimizerWrapper:
     """A TorchRec ``KeyedOptimizerWrapper`` of ``torch.optim.<name>`` over ``params`` (checkpointable by key)."""
     cls = DENSE_OPTIMIZERS[name]
-    return KeyedOptimizerWrapper(params, lambda ps: cls(ps, lr=lr))
+    return KeyedOptimizerWrapper(params, lambda ps: cls(ps, lr=lr, weight_decay=weight_decay))
 
 
 def _iso(us: int) -> str:
@@ -280,6 +302,9 @@ class CTRTrainer:
         self.optimizer_ = self._optimizer()
         self.progress_ = {"epoch": 0, "step_in_epoch": 0, "global_step": 0}
         self.loss_history_: list[float] = []  # every step's loss of the run, restored ones included
+        self.valid_curve_: list[ValidPoint] = []  # train.eval_every's validations (since the start or a resume)
+        self.best_: tuple[ValidPoint, dict] | None = None  # the best validation and this rank's weights then
+        self.stopped_early_ = False
         if self.rank == 0:
             log.info("sharding plan:\n%s", self.plan_)
         return self
@@ -295,7 +320,9 @@ class CTRTrainer:
         return graph_initial_state(self.cfg, self.summary, self.layout_, plain.state_dict())
 
     def _loss(self, logits: torch.Tensor, batch, loss_fn) -> torch.Tensor:
-        return loss_fn(logits, batch.labels)
+        loss = loss_fn(logits, batch.labels)
+        penalty = getattr(self.model_.module, "penalty_", None)  # train.embedding_l2 of this forward
+        return loss if penalty is None else loss + penalty
 
     def _dense_params(self) -> dict[str, torch.Tensor]:
         """The parameters the fused (in-backward) embedding optimizer does not update, less the frozen graph tables."""
@@ -307,8 +334,77 @@ class CTRTrainer:
         }
 
     def _optimizer(self):
-        self.dense_optimizer_ = keyed_optimizer(self._dense_params(), self.cfg.dense_optimizer, self.cfg.dense_lr)
-        return CombinedOptimizer([self.model_.fused_optimizer, self.dense_optimizer_])
+        cfg = self.cfg
+        self.dense_optimizer_ = keyed_optimizer(
+            self._dense_params(), cfg.dense_optimizer, cfg.dense_lr, cfg.dense_weight_decay
+        )
+        combined = CombinedOptimizer([self.model_.fused_optimizer, self.dense_optimizer_])
+        # what train.lr_schedule scales: the fused kernels' groups (read at zero_grad), the dense optimizer's,
+        # and those of the optimizers run in backward for tables on the dense kernel (data_parallel)
+        groups = list(combined.param_groups)
+        for param in self.model_.parameters():
+            for opt in getattr(param, "_in_backward_optimizers", ()):
+                groups += opt.param_groups
+        unique = {id(g): g for g in groups}
+        self.lr_groups_ = [(g, g["lr"]) for g in unique.values()]
+        return combined
+
+    def _set_lr(self, step: int, total_steps: int) -> None:
+        """Scale every optimizer's learning rate for ``step`` by :func:`lr_factor` of its starting rate."""
+        schedule = self.cfg.lr_schedule
+        if schedule.warmup_steps == 0 and schedule.decay == "none":
+            return
+        factor = lr_factor(step, total_steps, schedule)
+        for group, base in self.lr_groups_:
+            group["lr"] = base * factor
+
+    def total_steps(self) -> int:
+        """The run's last global step: ``epochs`` x steps per epoch, or ``max_steps`` if fewer (collective)."""
+        total = self.cfg.epochs * self.steps_per_epoch()
+        return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
+
+    # ------------------------------------------------------------------ validation while training
+    def validate(self) -> bool:
+        """Evaluate the valid split at this step, keep the weights if best; True when early stopping says stop.
+
+        Collective: rank 0's AUC is broadcast so every rank takes the same decision and snapshots its own
+        shards (:func:`~recsys.distributed.sharding.local_snapshot`: no gather, one copy of the local weights).
+        """
+        ev = self.evaluate("valid")
+        sent = [None if ev is None else (ev.auc, ev.logloss)]
+        dist.broadcast_object_list(sent, src=0)
+        auc, logloss = sent[0]
+        point = ValidPoint(step=self.progress_["global_step"], auc=auc, logloss=logloss)
+        self.valid_curve_.append(point)
+        es = self.cfg.early_stopping
+        min_delta = es.min_delta if es else 0.0
+        if self.best_ is None or auc > self.best_[0].auc + min_delta:
+            self.best_ = (point, local_snapshot(self.model_))
+        if self.rank == 0:
+            log.info(
+                "step %d: valid AUC %.5f logloss %.5f (best %.5f at step %d)",
+                point.step,
+                auc,
+                logloss,
+                self.best_[0].auc,
+                self.best_[0].step,
+            )
+        if es is None:
+            return False
+        since_best = sum(1 for q in self.valid_curve_ if q.step > self.best_[0].step)
+        return since_best >= es.patience
+
+    def keep_best(self) -> ValidPoint | None:
+        """After training with ``eval_every``: validate the last step if not yet, then load the best weights (collective)."""
+        if not self.cfg.eval_every:
+            return None
+        if not self.valid_curve_ or self.valid_curve_[-1].step != self.progress_["global_step"]:
+            self.validate()
+        best, snapshot = self.best_
+        if best.step != self.progress_["global_step"]:
+            restore_snapshot(self.model_, snapshot)
+        self.best_ = (best, {})  # the copy is no longer needed
+        return best
 
     # ------------------------------------------------------------------ training
     def steps_per_epoch(self) -> int:
@@ -334,7 +430,9 @@ class CTRTrainer:
         losses: list[float] = []
         examples, seconds = 0, 0.0
         p = self.progress_
-        while p["epoch"] < cfg.epochs and (max_steps is None or p["global_step"] < max_steps):
+        total = self.total_steps()
+        stop = False
+        while not stop and p["epoch"] < cfg.epochs and (max_steps is None or p["global_step"] < max_steps):
             batches = batch_indices(
                 len(self.data_["train"]), cfg.batch_size, seed=cfg.seed, epoch=p["epoch"], rank=self.rank
             )[:steps]
@@ -349,9 +447,10 @@ class CTRTrainer:
             start = time.perf_counter()
             while p["step_in_epoch"] < steps and (max_steps is None or p["global_step"] < max_steps):
                 batch = make_batch(self.data_["train"], batches[p["step_in_epoch"]]).to(self.device)
+                self._set_lr(p["global_step"], total)
+                self.optimizer_.zero_grad()  # before the forward: fused tables take their lr here, for this step
                 logits = self.model_(batch.dense, batch.sparse)
                 loss = self._loss(logits, batch, loss_fn)
-                self.optimizer_.zero_grad()
                 loss.backward()
                 self.optimizer_.step()
                 losses.append(float(loss.detach()))
@@ -363,6 +462,13 @@ class CTRTrainer:
                     seconds += time.perf_counter() - start
                     self.save()
                     start = time.perf_counter()
+                if cfg.eval_every and p["global_step"] % cfg.eval_every == 0:
+                    seconds += time.perf_counter() - start
+                    stop = self.validate()
+                    start = time.perf_counter()
+                    if stop:
+                        self.stopped_early_ = True
+                        break
                 bar.update(1)
                 if bar.n % 20 == 0 or bar.n == steps:
                     el = seconds + time.perf_counter() - start
@@ -372,6 +478,12 @@ class CTRTrainer:
             if p["step_in_epoch"] >= steps:
                 p["epoch"] += 1
                 p["step_in_epoch"] = 0
+            if stop and self.rank == 0:
+                log.info(
+                    "early stopping at step %d: no valid AUC gain for %d evaluations",
+                    p["global_step"],
+                    cfg.early_stopping.patience,
+                )
         return {
             "losses": losses,
             "examples": examples,

@@ -129,6 +129,20 @@ def _shards_of(t) -> list[tuple[torch.Tensor, list[int]]]:
 
 
 @torch.no_grad()
+def local_snapshot(dmp: nn.Module) -> dict[str, list[torch.Tensor]]:
+    """A copy of this rank's part of every weight (its shards; replicated tensors whole); no collective."""
+    return {k: [t.detach().clone() for t, _ in _shards_of(v)] for k, v in dmp.state_dict().items()}
+
+
+@torch.no_grad()
+def restore_snapshot(dmp: nn.Module, snapshot: dict[str, list[torch.Tensor]]) -> None:
+    """Write a :func:`local_snapshot` back into the model's local shards (each rank its own)."""
+    for key, value in dmp.state_dict().items():
+        for (local, _), saved in zip(_shards_of(value), snapshot[key]):
+            local.copy_(saved)
+
+
+@torch.no_grad()
 def load_full_state_dict(dmp: nn.Module, full: dict[str, torch.Tensor]) -> None:
     """Copy an unsharded model's state dict into a sharded model's local shards (same keys)."""
     state = dmp.state_dict()

@@ -1,7 +1,8 @@
-"""CTR models: DLRM and DCN-v2 from TorchRec's arches over an ``EmbeddingBagCollection`` (plain modules).
+"""CTR models: DLRM, DCN-v2 and DeepFM from TorchRec's arches over an ``EmbeddingBagCollection`` (plain modules).
 
 Symbols: ``B`` batch, ``n`` dense features (dense input width 2n), ``K`` layout keys (one pooled
-vector each, width ``D`` = ``embedding_dim``), ``H`` dense-arch output width (= D for DLRM).
+vector each, width ``D`` = ``embedding_dim``), ``H`` dense-arch output width (= D for DLRM and DeepFM).
+Any of them may add a first-order (wide) term: the sum of the 1-wide rows of the layout's wide keys.
 """
 
 from __future__ import annotations
@@ -33,22 +34,44 @@ def pairwise_dots(vectors: torch.Tensor) -> torch.Tensor:
     return gram[:, i, j]
 
 
+def fm_second_order(vectors: torch.Tensor) -> torch.Tensor:
+    """FM's second-order term (Rendle 2010, as in DeepFM): the sum of <v_i, v_j> over pairs i < j.
+
+    Computed as ``((sum_i v_i)^2 - sum_i v_i^2).sum(-1) / 2``. Not TorchRec's ``FactorizationMachine``,
+    which flattens the S x D inputs into one vector first and so also multiplies across dimensions.
+
+    Args:
+        vectors: (B, S, D).
+    Returns:
+        (B,).
+    """
+    total = vectors.sum(1)  # (B, D)
+    return 0.5 * (total * total - (vectors * vectors).sum(1)).sum(-1)
+
+
 class CTRModel(nn.Module):
     """TorchRec's DLRM arches over our embedding bags: ``DenseArch`` -> interaction -> ``OverArch``.
 
     ``dlrm``: dot products of every pair of the dense vector and the K pooled vectors
     (:func:`pairwise_dots`). ``dcn``: TorchRec's ``LowRankCrossNet`` (DCN-v2, Wang et al. 2021) over
     the concatenation; not ``InteractionDCNArch``, which needs every key at one width, while unified
-    chunks and OptEmbed's searched widths give keys their own widths.
+    chunks and OptEmbed's searched widths give keys their own widths. ``deepfm`` (Guo et al. 2017):
+    the over arch (the "deep" MLP) reads the concatenation and :func:`fm_second_order` of the dense
+    vector and the K pooled vectors is added to its logit. ``wide_keys`` add a first-order term.
 
     Args:
         ebc: the embedding tables (sharded from outside by ``recsys.distributed``).
-        keys: the KJT keys, in the order the pooled vectors are used.
+        keys: the KJT keys of the interaction, in the order the pooled vectors are used.
         key_dims: width of each key's vector (default all ``embedding_dim``); ``dcn`` allows them to differ,
-            ``dlrm`` does not.
-        num_dense_inputs: 2n. interaction: ``dlrm`` or ``dcn``.
+            ``dlrm`` and ``deepfm`` do not.
+        num_dense_inputs: 2n. interaction: ``dlrm``, ``dcn`` or ``deepfm``.
+        wide_keys: KJT keys of 1-wide tables whose pooled values are summed into the logit.
+        embedding_l2: in training, ``penalty_`` = this x the batch mean of the squared norms of every
+            looked-up vector (wide ones included): L2 on the rows a batch uses, whatever the sharding.
+            Not FBGEMM's fused ``weight_decay``: with ``weight_decay_mode`` L2 its CPU rowwise Adagrad
+            left the rows bit-identical (fbgemm-gpu-cpu 1.9.0, measured).
     Forward:
-        dense (B, 2n) float32, sparse KJT with ``keys`` -> logits (B,).
+        dense (B, 2n) float32, sparse KJT with ``keys`` and ``wide_keys`` -> logits (B,).
     """
 
     def __init__(
@@ -64,34 +87,42 @@ class CTRModel(nn.Module):
         cross_layers: int = 2,
         cross_rank: int = 16,
         key_dims: list[int] | None = None,
+        wide_keys: list[str] | None = None,
+        embedding_l2: float = 0.0,
     ):
         super().__init__()
+        self.embedding_l2 = embedding_l2
+        self.penalty_: torch.Tensor | None = None
         key_dims = list(key_dims) if key_dims is not None else [embedding_dim] * len(keys)
-        if interaction == "dlrm" and set(key_dims) != {embedding_dim}:
-            raise ValueError(
-                f"dlrm needs every table at embedding_dim={embedding_dim}; got widths {sorted(set(key_dims))}"
-                " (use dcn for per-table widths)"
-            )
-        if interaction not in ("dlrm", "dcn"):
+        if interaction not in ("dlrm", "dcn", "deepfm"):
             raise ValueError(f"unknown interaction {interaction!r}")
+        if interaction != "dcn" and set(key_dims) != {embedding_dim}:
+            raise ValueError(
+                f"{interaction} needs every table at embedding_dim={embedding_dim}; got widths "
+                f"{sorted(set(key_dims))} (use dcn for per-table widths)"
+            )
         self.ebc = ebc
         self.keys = list(keys)
+        self.wide_keys = list(wide_keys or [])
         self.interaction = interaction
-        # DLRM: the dense vector joins the dot products, so its last layer is D wide
-        arch = list(dense_arch[:-1]) + [embedding_dim] if interaction == "dlrm" else list(dense_arch)
+        # DLRM and DeepFM: the dense vector joins the dot products, so its last layer is D wide
+        arch = list(dense_arch[:-1]) + [embedding_dim] if interaction != "dcn" else list(dense_arch)
         self.dense_arch = DenseArch(num_dense_inputs, arch)
         if interaction == "dlrm":
             s = len(keys) + 1
             top_in = embedding_dim + s * (s - 1) // 2
             self.interaction_arch = None
-        else:
+        elif interaction == "dcn":
             top_in = arch[-1] + sum(key_dims)
             self.interaction_arch = LowRankCrossNet(top_in, num_layers=cross_layers, low_rank=cross_rank)
+        else:
+            top_in = arch[-1] + sum(key_dims)
+            self.interaction_arch = None
         self.over_arch = OverArch(top_in, [*over_arch, 1])
 
-    def pooled(self, sparse: KeyedJaggedTensor) -> list[torch.Tensor]:
-        """K x (B, D_k): the pooled vector of each key (the hook OptEmbed masks)."""
-        pooled = self.ebc(sparse).to_dict()
+    def pooled(self, sparse: KeyedJaggedTensor, looked_up: dict | None = None) -> list[torch.Tensor]:
+        """K x (B, D_k): the pooled vector of each key (the hook OptEmbed masks); ``looked_up``: the EBC's output."""
+        pooled = looked_up if looked_up is not None else self.ebc(sparse).to_dict()
         return [pooled[k] for k in self.keys]
 
     def interact(self, dense: torch.Tensor, emb: list[torch.Tensor]) -> torch.Tensor:
@@ -99,11 +130,24 @@ class CTRModel(nn.Module):
         if self.interaction == "dlrm":
             vectors = torch.stack([dense] + emb, dim=1)  # (B, K+1, D)
             return torch.cat([dense, pairwise_dots(vectors)], dim=1)  # (B, D + (K+1)K/2)
+        if self.interaction == "deepfm":
+            return torch.cat([dense] + emb, dim=1)  # (B, D + K*D)
         return self.interaction_arch(torch.cat([dense] + emb, dim=1))  # (B, H + sum D_k)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
+        looked_up = self.ebc(sparse).to_dict()
         d = self.dense_arch(dense)  # (B, H)
-        return self.over_arch(self.interact(d, self.pooled(sparse))).squeeze(-1)  # (B,)
+        emb = self.pooled(sparse, looked_up)
+        logits = self.over_arch(self.interact(d, emb)).squeeze(-1)  # (B,)
+        if self.interaction == "deepfm":
+            logits = logits + fm_second_order(torch.stack([d] + emb, dim=1))
+        for k in self.wide_keys:  # first-order terms: one learned weight per value
+            logits = logits + looked_up[k].squeeze(-1)
+        if self.training and self.embedding_l2:
+            frozen = getattr(self, "graph_projections", {})  # graph tables are not trained: no penalty
+            used = [looked_up[k] for k in self.keys + self.wide_keys if k not in frozen]
+            self.penalty_ = self.embedding_l2 * sum((e * e).sum(1).mean() for e in used)
+        return logits
 
 
 class GraphCTRModel(CTRModel):
@@ -123,9 +167,9 @@ class GraphCTRModel(CTRModel):
         dim = ctr_args["embedding_dim"]
         self.graph_projections = nn.ModuleDict({k: nn.Linear(d, dim) for k, d in graph_keys.items()})
 
-    def pooled(self, sparse: KeyedJaggedTensor) -> list[torch.Tensor]:
+    def pooled(self, sparse: KeyedJaggedTensor, looked_up: dict | None = None) -> list[torch.Tensor]:
         """K x (B, D_k): the features' pooled vectors, graph keys' projected to D."""
-        emb = super().pooled(sparse)
+        emb = super().pooled(sparse, looked_up)
         proj = self.graph_projections
         return [proj[k](e.detach()) if k in proj else e for k, e in zip(self.keys, emb)]
 
@@ -175,7 +219,9 @@ def seeded_build(
             ebc = EmbeddingBagCollection(tables=layout.table_configs(cfg.pooling.upper()), device=device)
             return model_cls(
                 ebc=ebc,
-                keys=list(layout.keys),
+                keys=list(layout.interaction_keys),
+                wide_keys=list(layout.wide),
+                embedding_l2=getattr(cfg, "embedding_l2", 0.0),
                 embedding_dim=layout.embedding_dim,
                 num_dense_inputs=num_dense_inputs,
                 interaction=m.kind,

@@ -16,6 +16,10 @@ trained) looked up by ``f``'s vocabulary ids under its own KJT key ``graph__<f>`
 layout (the encoded table always has the ids); ``init`` adds nothing but a record that ``f``'s own
 table starts from its FastRP rows, which needs a table indexed by vocabulary id (``vocab``).
 
+A wide (first-order) term (``train.model.wide``, :func:`with_wide`) adds, for each table the
+features' keys use, a 1-wide twin ``wide__<table>`` looked up by the same rows under the keys
+``wide__<key>``: one learned weight per value, summed into the logit, sharded like the rest.
+
 In the hashed layouts a missing value (null raw hash) hashes as raw value 0, so it has its own
 (collided) row like any other value. The layout is a frozen value that travels with an exported
 model, so scoring maps ids exactly as training did. One function, :meth:`EmbeddingLayout.table_configs`,
@@ -59,6 +63,7 @@ class KeySource:
 
 
 GRAPH_TABLE_PREFIX = "graph__"
+WIDE_PREFIX = "wide__"
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class EmbeddingLayout:
 
     ``graph`` lists the graph features; a frozen one's key is among ``keys`` (after the features'
     keys) but in no group: its vector reaches the interaction through a projection to ``embedding_dim``.
+    ``wide`` lists the first-order keys (last among ``keys``, in no group, outside the interaction).
     """
 
     kind: str
@@ -87,6 +93,13 @@ class EmbeddingLayout:
     sources: tuple[KeySource, ...]
     groups: tuple[tuple[str, tuple[str, ...]], ...]
     graph: tuple[GraphSpec, ...] = ()
+    wide: tuple[str, ...] = ()
+
+    @property
+    def interaction_keys(self) -> tuple[str, ...]:
+        """The keys whose vectors enter the interaction: every key but the wide ones."""
+        wide = set(self.wide)
+        return tuple(k for k in self.keys if k not in wide)
 
     @property
     def graph_keys(self) -> dict[str, int]:
@@ -97,7 +110,7 @@ class EmbeddingLayout:
     def interaction_dims(self) -> list[int]:
         """Width of each key's vector where it enters the interaction: graph keys are projected to ``embedding_dim``."""
         graph = self.graph_keys
-        return [self.embedding_dim if k in graph else d for k, d in zip(self.keys, self.key_dims)]
+        return [self.embedding_dim if k in graph else d for k, d in zip(self.interaction_keys, self.key_dims)]
 
     @property
     def uses_hash(self) -> bool:
@@ -105,14 +118,15 @@ class EmbeddingLayout:
 
     @property
     def key_dims(self) -> list[int]:
-        """Width of each key's vector (its table's ``embedding_dim``), in key order."""
+        """Width of each interaction key's vector (its table's ``embedding_dim``), in key order."""
         dims = {t.name: t.embedding_dim for t in self.tables}
-        return [dims[s.table] for s in self.sources]
+        wide = set(self.wide)
+        return [dims[s.table] for k, s in zip(self.keys, self.sources) if k not in wide]
 
     @property
     def feature_widths(self) -> dict[str, int]:
         """Width of each feature's (concatenated) vector."""
-        dims = dict(zip(self.keys, self.key_dims))
+        dims = dict(zip(self.interaction_keys, self.key_dims))
         return {f: sum(dims[k] for k in keys) for f, keys in self.groups}
 
     def rows(self, key_index: int, ids: np.ndarray, hashes: np.ndarray | None) -> np.ndarray:
@@ -176,6 +190,7 @@ class EmbeddingLayout:
             sources=tuple(KeySource(**s) for s in d["sources"]),
             groups=tuple((f, tuple(k)) for f, k in d["groups"]),
             graph=tuple(GraphSpec(**g) for g in d.get("graph", ())),
+            wide=tuple(d.get("wide", ())),
         )
 
 
@@ -258,3 +273,33 @@ def with_graph_features(
         sources.append(KeySource(f, name, vocab_sizes[f], None))
         specs.append(GraphSpec(f, mode, prefix, graph_dim, key=name))
     return replace(layout, tables=tuple(tables), keys=tuple(keys), sources=tuple(sources), graph=tuple(specs))
+
+
+def with_wide(layout: EmbeddingLayout) -> EmbeddingLayout:
+    """``layout`` plus a first-order term: a 1-wide twin of every table the features' keys use.
+
+    Key ``k`` of feature ``f`` (table ``t``) gets the key ``wide__k``, looked up by the same rows in the
+    table ``wide__t`` (``t``'s rows x 1): per-feature tables give one weight per value, the unified
+    table one shared 1-wide table. Graph tables get none (their rows are not trained).
+    """
+    index = {k: i for i, k in enumerate(layout.keys)}
+    rows = {t.name: t.num_embeddings for t in layout.tables}
+    taken = {t.name for t in layout.tables} | set(layout.keys)
+    keys, sources, lookups = list(layout.keys), list(layout.sources), {}
+    for _, fkeys in layout.groups:
+        for k in fkeys:
+            src = layout.sources[index[k]]
+            key, table = WIDE_PREFIX + k, WIDE_PREFIX + src.table
+            if key in taken or table in taken:
+                raise ConfigError(f"train.model.wide: the wide key/table name {key!r}/{table!r} is already taken")
+            keys.append(key)
+            sources.append(replace(src, table=table))
+            lookups.setdefault(table, []).append(key)
+    tables = tuple(TableSpec(t, rows[t[len(WIDE_PREFIX) :]], 1, tuple(ks)) for t, ks in lookups.items())
+    return replace(
+        layout,
+        tables=layout.tables + tables,
+        keys=tuple(keys),
+        sources=tuple(sources),
+        wide=tuple(keys[len(layout.keys) :]),
+    )

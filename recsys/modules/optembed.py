@@ -129,9 +129,9 @@ class OptEmbedCTRModel(CTRModel):
         self.eval_widths: torch.Tensor | None = None  # (K,) set by the search
         self.generator: torch.Generator | None = None  # seeded per rank by the trainer
 
-    def pooled(self, sparse) -> list[torch.Tensor]:
+    def pooled(self, sparse, looked_up: dict | None = None) -> list[torch.Tensor]:
         """K x (B, D) pooled vectors after padding, row masks and dimension masks."""
-        emb = super().pooled(sparse)
+        emb = super().pooled(sparse, looked_up)
         dim = self.embedding_dim
         if self.table_widths is not None:
             emb = [nn.functional.pad(e, (0, dim - e.shape[1])) if e.shape[1] < dim else e for e in emb]

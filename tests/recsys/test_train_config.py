@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from core.cli import load_config
@@ -65,3 +67,38 @@ def test_a_key_of_another_variant_is_refused_naming_it(layers):
 def test_force_is_a_flag_of_the_train_job(layers):
     assert load_config([*layers(), "--force"], section="train").train.force is True
     assert load_config(layers(), section="train").train.force is False
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (
+            [
+                "--set",
+                "train.early_stopping={patience: 2}",
+                "--eval-every",
+                "5",
+                "--set",
+                "train.split.valid_fraction=0",
+            ],
+            "train.early_stopping needs a validation split",
+        ),
+        (["--set", "train.early_stopping={patience: 2}"], "train.early_stopping needs train.eval_every"),
+        (["--eval-every", "5", "--set", "train.split.valid_fraction=0"], "train.eval_every needs a validation split"),
+    ],
+    ids=[
+        "early stopping without a valid split",
+        "early stopping without eval_every",
+        "eval_every without a valid split",
+    ],
+)
+def test_training_controls_that_cannot_work_are_refused_at_config_time(layers, flags, needle):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        load_config([*layers(), *flags], section="train")
+
+
+def test_the_deepfm_model_has_its_first_order_term_unless_told_otherwise(layers):
+    cfg = load_config([*layers(), "--set", "train.model.kind=deepfm"], section="train")
+    assert cfg.train.model.kind == "deepfm" and cfg.train.model.wide
+    cfg = load_config([*layers(), "--set", "train.model={kind: deepfm, wide: false}"], section="train")
+    assert not cfg.train.model.wide
