@@ -230,7 +230,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     rows = []
     for shape in args.shapes.split(","):
-        root = Path(args.data_root) / f"{shape}_{args.num_rows}_{args.seed}"
+        root = (
+            Path(args.data_root).resolve() / f"{shape}_{args.num_rows}_{args.seed}"
+        )  # tables.root prefixes relative paths
         paths, schema, cats = ensure_shape(root, shape, args.num_rows, args.seed)
         data = ["--input", paths["encoded"], "--vocab", paths["vocab"], "--oracle", paths["oracle"]]
         common = [*data, *schema, *SPLIT, "--set", "train.graph_features={}", "--set", f"tables.root={root}"]

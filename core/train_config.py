@@ -105,7 +105,7 @@ class EarlyStoppingConfig(_Strict):
     min_delta: float = Field(default=0.0, ge=0.0)
 
 
-WIDE_DESCRIPTION = "add a first-order term: a 1-wide table per feature (one learned weight per value)"
+WIDE_DESCRIPTION = "add a first-order term: a narrow twin of every table (one learned weight per value)"
 
 
 class DlrmConfig(_Strict):

@@ -2,7 +2,7 @@
 
 Symbols: ``B`` batch, ``n`` dense features (dense input width 2n), ``K`` layout keys (one pooled
 vector each, width ``D`` = ``embedding_dim``), ``H`` dense-arch output width (= D for DLRM and DeepFM).
-Any of them may add a first-order (wide) term: the sum of the 1-wide rows of the layout's wide keys.
+Any of them may add a first-order (wide) term: the sum of the rows of the layout's wide keys.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class CTRModel(nn.Module):
         key_dims: width of each key's vector (default all ``embedding_dim``); ``dcn`` allows them to differ,
             ``dlrm`` and ``deepfm`` do not.
         num_dense_inputs: 2n. interaction: ``dlrm``, ``dcn`` or ``deepfm``.
-        wide_keys: KJT keys of 1-wide tables whose pooled values are summed into the logit.
+        wide_keys: KJT keys of narrow tables whose pooled rows are summed into the logit (one weight per value).
         embedding_l2: in training, ``penalty_`` = this x the batch mean of the squared norms of every
             looked-up vector (wide ones included): L2 on the rows a batch uses, whatever the sharding.
             Not FBGEMM's fused ``weight_decay``: with ``weight_decay_mode`` L2 its CPU rowwise Adagrad
@@ -141,8 +141,8 @@ class CTRModel(nn.Module):
         logits = self.over_arch(self.interact(d, emb)).squeeze(-1)  # (B,)
         if self.interaction == "deepfm":
             logits = logits + fm_second_order(torch.stack([d] + emb, dim=1))
-        for k in self.wide_keys:  # first-order terms: one learned weight per value
-            logits = logits + looked_up[k].squeeze(-1)
+        for k in self.wide_keys:  # first-order terms: one learned weight per value (its columns' sum)
+            logits = logits + looked_up[k].sum(-1)
         if self.training and self.embedding_l2:
             frozen = getattr(self, "graph_projections", {})  # graph tables are not trained: no penalty
             used = [looked_up[k] for k in self.keys + self.wide_keys if k not in frozen]

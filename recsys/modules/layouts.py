@@ -17,8 +17,9 @@ layout (the encoded table always has the ids); ``init`` adds nothing but a recor
 table starts from its FastRP rows, which needs a table indexed by vocabulary id (``vocab``).
 
 A wide (first-order) term (``train.model.wide``, :func:`with_wide`) adds, for each table the
-features' keys use, a 1-wide twin ``wide__<table>`` looked up by the same rows under the keys
-``wide__<key>``: one learned weight per value, summed into the logit, sharded like the rest.
+features' keys use, a narrow twin ``wide__<table>`` looked up by the same rows under the keys
+``wide__<key>``: one learned weight per value (the sum of its ``WIDE_DIM`` columns) added to the
+logit, sharded like the rest.
 
 In the hashed layouts a missing value (null raw hash) hashes as raw value 0, so it has its own
 (collided) row like any other value. The layout is a frozen value that travels with an exported
@@ -64,6 +65,9 @@ class KeySource:
 
 GRAPH_TABLE_PREFIX = "graph__"
 WIDE_PREFIX = "wide__"
+# FBGEMM's kernels need table widths divisible by 4 ("local_cols=1 not divisible by 4" on a 1-wide
+# table): a wide table is 4 wide and its term is the sum of the 4 columns, i.e. one weight per value.
+WIDE_DIM = 4
 
 
 @dataclass(frozen=True)
@@ -276,11 +280,11 @@ def with_graph_features(
 
 
 def with_wide(layout: EmbeddingLayout) -> EmbeddingLayout:
-    """``layout`` plus a first-order term: a 1-wide twin of every table the features' keys use.
+    """``layout`` plus a first-order term: a narrow twin of every table the features' keys use.
 
     Key ``k`` of feature ``f`` (table ``t``) gets the key ``wide__k``, looked up by the same rows in the
-    table ``wide__t`` (``t``'s rows x 1): per-feature tables give one weight per value, the unified
-    table one shared 1-wide table. Graph tables get none (their rows are not trained).
+    table ``wide__t`` (``t``'s rows x ``WIDE_DIM``): per-feature tables give one weight per value, the
+    unified table one shared wide table. Graph tables get none (their rows are not trained).
     """
     index = {k: i for i, k in enumerate(layout.keys)}
     rows = {t.name: t.num_embeddings for t in layout.tables}
@@ -295,7 +299,7 @@ def with_wide(layout: EmbeddingLayout) -> EmbeddingLayout:
             keys.append(key)
             sources.append(replace(src, table=table))
             lookups.setdefault(table, []).append(key)
-    tables = tuple(TableSpec(t, rows[t[len(WIDE_PREFIX) :]], 1, tuple(ks)) for t, ks in lookups.items())
+    tables = tuple(TableSpec(t, rows[t[len(WIDE_PREFIX) :]], WIDE_DIM, tuple(ks)) for t, ks in lookups.items())
     return replace(
         layout,
         tables=layout.tables + tables,

@@ -97,6 +97,24 @@ def test_two_spawned_ranks_train_unified_embedding_with_dcn(tiny_tables, tmp_pat
 
 
 @pytest.mark.slow
+def test_deepfm_with_its_wide_tables_trains_on_the_fused_kernels(tiny_tables, tmp_path):
+    # every table table-wise: the wide twins go through FBGEMM's fused kernels like the rest
+    code, m = _run(
+        tiny_tables,
+        tmp_path,
+        "--max-steps",
+        "6",
+        "--set",
+        "train.model={kind: deepfm, dense_arch: [8], over_arch: [8]}",
+        "--sharding-types",
+        "{'*': [table_wise]}",
+    )
+    assert code == 0 and m["model"] == "deepfm" and np.isfinite(m["test_logloss"])
+    assert m["tables"]["wide__C1"] == [40, 4] and m["sharding_plan"]["wide__C1"]["sharding_type"] == "table_wise"
+    assert m["sharding_plan"]["wide__C1"]["compute_kernel"] == "fused"
+
+
+@pytest.mark.slow
 def test_spark_torch_distributor_runs_two_ranks_in_local_mode(spark, tiny_tables, tmp_path):
     from ctr_tables import train_setup
 

@@ -46,18 +46,18 @@ def test_the_wide_term_adds_one_learned_weight_per_value_to_the_logit():
     before = model(dense, kjt).detach()
     # when C1's wide weights of values 1 and 3 grow by 0.5 and 2
     with torch.no_grad():
-        model.ebc.embedding_bags["wide__C1"].weight[1] += 0.5
-        model.ebc.embedding_bags["wide__C1"].weight[3] += 2.0
+        model.ebc.embedding_bags["wide__C1"].weight[1, 0] += 0.5
+        model.ebc.embedding_bags["wide__C1"].weight[3, 2] += 2.0
     # then the logits grow by exactly those weights (row 1 sums its bag: sum pooling)
     torch.testing.assert_close(model(dense, kjt).detach() - before, torch.tensor([0.5, 2.0]))
 
 
-def test_the_wide_layout_gives_each_table_a_one_wide_twin_looked_up_by_the_same_rows():
+def test_the_wide_layout_gives_each_table_a_narrow_twin_looked_up_by_the_same_rows():
     base = make_layout(UnifiedLayoutConfig(total_rows=16, chunks={"C1": 2}), list(SIZES), SIZES, 4, seed=0)
     layout = with_wide(base)
     assert [(t.name, t.num_embeddings, t.embedding_dim) for t in layout.tables] == [
         ("unified", 16, 4),
-        ("wide__unified", 16, 1),
+        ("wide__unified", 16, 4),
     ]
     assert layout.interaction_keys == base.keys and layout.wide == tuple(f"wide__{k}" for k in base.keys)
     ids, hashes = np.arange(5), np.arange(5) * 7919
