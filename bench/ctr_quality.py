@@ -43,6 +43,15 @@ CRITEO_SCHEMA = [
 ]
 
 
+def write_rows(out: str, args, rows: list[dict], plot) -> None:
+    """The bench's JSON (its arguments and rows) at ``out`` and ``plot(rows, <out>.png)``; rewritten as rows come."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    plot(rows, path.with_suffix(".png"))
+    print(f"wrote {path} and {path.with_suffix('.png')}", flush=True)
+
+
 def tables(paths: dict[str, str]) -> list[str]:
     """``--set tables.<name>.path=...`` for each table of ``paths``."""
     return [arg for name, path in paths.items() for arg in ("--set", f"tables.{name}.path={path}")]

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import shapes_generator as gen  # noqa: E402
-from ctr_quality import SPARK, sh, tables, train  # noqa: E402
+from ctr_quality import SPARK, sh, tables, train, write_rows  # noqa: E402
 
 PY = sys.executable
 SPLIT = ["--set", "train.split={kind: time, valid_fraction: 0.1, test_fraction: 0.1}"]
@@ -260,11 +260,7 @@ def main(argv=None) -> int:
             rows.append({"shape": shape, "method": name, "test_rows": int(test_rows.sum()), **out})
             print(json.dumps(rows[-1]), flush=True)
         rows.append({"shape": shape, "method": "bayes_optimal", "test_auc": oracle})
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
-    plot(rows, out.with_suffix(".png"))
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+        write_rows(args.out, args, rows, plot)  # after every shape: a stopped run keeps what it measured
     return 0
 
 

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from ctr_quality import SPARK, sh, tables, train  # noqa: E402
+from ctr_quality import SPARK, sh, tables, train, write_rows  # noqa: E402
 
 PY = sys.executable
 VARIANTS = {
@@ -169,11 +169,7 @@ def main(argv=None) -> int:
             )
             print(json.dumps(row), flush=True)
             rows.append(row)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
-    plot(rows, out.with_suffix(".png"))
-    print(f"wrote {out}")
+    write_rows(args.out, args, rows, plot)
     return 0
 
 

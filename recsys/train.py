@@ -46,7 +46,7 @@ def train_rank(cfg: TrainConfig, summary: InputSummary) -> TrainResult | OptEmbe
         started = time.perf_counter()
         trained = trainer.train()
         best = trainer.keep_best()  # eval_every: the best validation's weights are the model from here on
-        valid = trainer.evaluate("valid") if cfg.split.valid_fraction > 0 else None
+        valid = best or (trainer.evaluate("valid") if cfg.split.valid_fraction > 0 else None)
         test_out = trainer.predict_split("test")
         if cfg.checkpoint_dir:
             trainer.save()

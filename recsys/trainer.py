@@ -339,14 +339,9 @@ class CTRTrainer:
             self._dense_params(), cfg.dense_optimizer, cfg.dense_lr, cfg.dense_weight_decay
         )
         combined = CombinedOptimizer([self.model_.fused_optimizer, self.dense_optimizer_])
-        # what train.lr_schedule scales: the fused kernels' groups (read at zero_grad), the dense optimizer's,
-        # and those of the optimizers run in backward for tables on the dense kernel (data_parallel)
-        groups = list(combined.param_groups)
-        for param in self.model_.parameters():
-            for opt in getattr(param, "_in_backward_optimizers", ()):
-                groups += opt.param_groups
-        unique = {id(g): g for g in groups}
-        self.lr_groups_ = [(g, g["lr"]) for g in unique.values()]
+        # what train.lr_schedule scales: the fused kernels' groups (read at zero_grad) and the dense optimizer's
+        # (data_parallel tables run the dense kernel and are in the dense optimizer)
+        self.lr_groups_ = [(g, g["lr"]) for g in combined.param_groups]
         return combined
 
     def _set_lr(self, step: int, total_steps: int) -> None:

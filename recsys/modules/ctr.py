@@ -92,6 +92,7 @@ class CTRModel(nn.Module):
     ):
         super().__init__()
         self.embedding_l2 = embedding_l2
+        self.frozen_keys: frozenset[str] = frozenset()  # keys of tables never trained: no L2
         self.penalty_: torch.Tensor | None = None
         key_dims = list(key_dims) if key_dims is not None else [embedding_dim] * len(keys)
         if interaction not in ("dlrm", "dcn", "deepfm"):
@@ -144,8 +145,7 @@ class CTRModel(nn.Module):
         for k in self.wide_keys:  # first-order terms: one learned weight per value (its columns' sum)
             logits = logits + looked_up[k].sum(-1)
         if self.training and self.embedding_l2:
-            frozen = getattr(self, "graph_projections", {})  # graph tables are not trained: no penalty
-            used = [looked_up[k] for k in self.keys + self.wide_keys if k not in frozen]
+            used = [looked_up[k] for k in self.keys + self.wide_keys if k not in self.frozen_keys]
             self.penalty_ = self.embedding_l2 * sum((e * e).sum(1).mean() for e in used)
         return logits
 
@@ -166,6 +166,7 @@ class GraphCTRModel(CTRModel):
         super().__init__(**ctr_args)
         dim = ctr_args["embedding_dim"]
         self.graph_projections = nn.ModuleDict({k: nn.Linear(d, dim) for k, d in graph_keys.items()})
+        self.frozen_keys = frozenset(graph_keys)
 
     def pooled(self, sparse: KeyedJaggedTensor, looked_up: dict | None = None) -> list[torch.Tensor]:
         """K x (B, D_k): the features' pooled vectors, graph keys' projected to D."""
