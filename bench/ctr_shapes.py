@@ -52,7 +52,7 @@ def ensure_shape(root: Path, shape: str, num_rows: int, seed: int) -> tuple[dict
 
         cats = ClickSchema().categorical
         synth = ["--set", f"synth.num_rows={num_rows}", "--set", f"synth.seed={seed}"]
-        make = [[PY, "jobs/make_synthetic.py", *SPARK, *tables(paths), *synth]]
+        make = [[PY, "jobs/make_synthetic.py", *SPARK, *tables(paths), *synth, "--set", f"tables.root={root}"]]
     else:
         clicks, oracle = gen.make(shape, num_rows, seed)
         cats, dense = gen.categorical_columns(clicks), gen.dense_columns(clicks)
