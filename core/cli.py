@@ -219,7 +219,9 @@ def _format_validation_error(exc: ValidationError) -> str:
         elif not err["loc"]:  # a check across sections: its message names the keys (the input is the whole document)
             lines.append(err["msg"].removeprefix("Value error, "))
         else:
-            lines.append(f"config key '{loc}': {err['msg']} (got {err.get('input')!r})")
+            got = repr(err.get("input"))
+            got = got if len(got) <= 160 else got[:150] + " ..."  # a whole section's mapping says little
+            lines.append(f"config key '{loc}': {err['msg']} (got {got})")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat
 
 from core.errors import ConfigError  # noqa: F401  (re-exported: config errors live with the config)
 from core.train_config import TrainConfig, TrainInputs
+from core.tune_config import TuneConfig
 
 DEFAULT_CONFIG = "conf/local.yaml"
 TableFormat = Literal["delta", "parquet", "csv"]
@@ -336,6 +337,7 @@ class PipelineConfig(StrictModel):
     fastrp: FastRPConfig = FastRPConfig()
     retrieve: RetrieveConfig = RetrieveConfig()
     train: TrainConfig = TrainConfig()
+    tune: TuneConfig = TuneConfig()
     score: ScoreConfig = ScoreConfig()
     quality: QualityConfig = QualityConfig()
 

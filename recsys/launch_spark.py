@@ -35,18 +35,22 @@ def distributor_conf(cfg: TrainConfig) -> dict[str, str]:
     }
 
 
-def _distributed_entry(cfg_json: str, inputs_json: str):
+def _distributed_entry(cfg_json: str, inputs_json: str, on_valid=None):
     """Runs in each rank that TorchDistributor starts (RANK/WORLD_SIZE/MASTER_* already set)."""
+    import os
+
     from recsys.train import prepare, train_rank
 
     cfg = TrainConfig.model_validate_json(cfg_json)
-    return train_rank(cfg, prepare(cfg, TrainInputs.model_validate_json(inputs_json)))
+    hook = on_valid if os.environ.get("RANK", "0") == "0" else None
+    return train_rank(cfg, prepare(cfg, TrainInputs.model_validate_json(inputs_json)), hook)
 
 
-def train_on_spark(cfg: TrainConfig, inputs: TrainInputs):
+def train_on_spark(cfg: TrainConfig, inputs: TrainInputs, on_valid=None):
     """Run ``train_rank`` on ``cfg.world_size`` ranks through TorchDistributor; returns rank 0's result.
 
     Needs an active SparkSession (the job opens one with ``embeddings.spark.spark_session``).
+    ``on_valid``: see :func:`recsys.train.train_rank` (pickled to the ranks with the function).
     """
     from pyspark.ml.torch.distributor import TorchDistributor
 
@@ -56,7 +60,7 @@ def train_on_spark(cfg: TrainConfig, inputs: TrainInputs):
     distributor = TorchDistributor(
         num_processes=cfg.world_size, local_mode=cfg.spark_local_mode, use_gpu=cfg.device == "cuda"
     )
-    result = distributor.run(_distributed_entry, cfg.model_dump_json(), inputs.model_dump_json())
+    result = distributor.run(_distributed_entry, cfg.model_dump_json(), inputs.model_dump_json(), on_valid)
     if result is None and cfg.metrics_out:  # local mode may not hand rank 0's return value back
         from recsys.results import read_result
 

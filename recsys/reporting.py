@@ -11,7 +11,7 @@ from mlflow.entities import Metric
 from core.delta import commit_inputs, table_version
 from core.tracking import log_delta_table
 from core.train_config import TrainInputs
-from recsys.results import TrainResult
+from recsys.results import TrainResult, TuneResult
 
 
 def _fmt(x: float | None) -> str:
@@ -134,3 +134,50 @@ def log_training_run(result: TrainResult, inputs: TrainInputs) -> None:
         log_delta_table("clicks", clicks["path"], clicks.get("version"), role="input")
     if inputs.oracle:
         log_delta_table("oracle", inputs.oracle, table_version(inputs.oracle, "oracle"), role="input")
+
+
+def plot_tuning_history(result: TuneResult):
+    """Matplotlib figure: each trial's valid AUC (pruned ones at their last validation) and the best so far."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for state, style in (("COMPLETE", "o"), ("PRUNED", "x")):
+        pts = [(t.number, t.valid_auc) for t in result.trials if t.state == state and t.valid_auc is not None]
+        if pts:
+            ax.plot(*zip(*pts), style, ms=5, ls="none", label=f"{state.lower()} trials")
+    done = [(t.number, t.valid_auc) for t in result.trials if t.state == "COMPLETE" and t.valid_auc is not None]
+    if done:
+        best = np.maximum.accumulate([v for _, v in done])
+        ax.step([n for n, _ in done], best, where="post", lw=1.5, label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("valid AUC")
+    ax.set_title(f"study {result.study_name!r}: best trial {result.best_trial}, valid AUC {result.best_valid_auc:.5f}")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def log_tuning_run(result: TuneResult) -> None:
+    """Log a study to the active (parent) MLflow run: best metrics, the best layer, every trial, the plot."""
+    import matplotlib.pyplot as plt
+
+    if mlflow.active_run() is None:
+        return
+    states = [t.state for t in result.trials]
+    mlflow.log_metrics(
+        {
+            "best_valid_auc": result.best_valid_auc,
+            "best_trial": float(result.best_trial),
+            "trials_complete": float(states.count("COMPLETE")),
+            "trials_pruned": float(states.count("PRUNED")),
+            "trials_failed": float(states.count("FAIL")),
+        }
+    )
+    mlflow.log_artifact(result.output, "tune")
+    mlflow.log_dict(result.model_dump(mode="json"), "tune/study.json")
+    fig = plot_tuning_history(result)
+    mlflow.log_figure(fig, "plots/tuning_history.png")
+    plt.close(fig)

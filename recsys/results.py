@@ -1,4 +1,4 @@
-"""Typed results of training, OptEmbed stages and promotion: the JSON files are dumps of these, readers parse them.
+"""Typed results of training, OptEmbed stages, tuning studies and promotion: the JSON files are dumps of these, readers parse them.
 
 ``train.metrics_out`` holds a :class:`TrainResult` (``kind: ctr``) or an :class:`OptEmbedResult`
 (``kind: optembed``); :func:`read_result` parses either. Nothing downstream indexes a dict by string.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -80,6 +80,7 @@ class TrainResult(_Result):
     valid_curve: list[ValidPoint] = Field(default_factory=list, description="train.eval_every's validations")
     best_step: int | None = Field(default=None, description="the step whose weights were kept (eval_every)")
     stopped_early: bool = False
+    pruned: bool = Field(default=False, description="stopped by the on_valid hook (a tuning study's pruner)")
     layout: str
     layout_config: dict = Field(default_factory=dict)
     tables: dict[str, list[int]] = Field(default_factory=dict, description="table -> [num_embeddings, embedding_dim]")
@@ -224,3 +225,28 @@ class PromotionDecision(_Result):
 
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.6f}"
+
+
+class TrialRecord(_Result):
+    """One trial of the study: what it set, how it ended, and its run's quality."""
+
+    number: int
+    state: Literal["COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"]
+    params: dict[str, Any]
+    valid_auc: float | None = None
+    test_auc: float | None = None
+    evaluations: int = 0
+    error: str | None = None
+    mlflow_run_id: str | None = None
+
+
+class TuneResult(_Result):
+    """The study after this run: every trial (earlier runs' too), the best one and the layer written for it."""
+
+    study_name: str
+    trials: list[TrialRecord]
+    best_trial: int
+    best_valid_auc: float
+    best_layer: dict[str, Any]
+    output: str
+    trials_this_run: int

@@ -29,19 +29,24 @@ from recsys.distributed.sharding import plan_summary, sharding_constraints
 from recsys.metrics import auc_logloss
 from recsys.optembed_train import optembed_rank
 from recsys.results import OptEmbedResult, TrainResult, read_result, write_result
-from recsys.trainer import CTRTrainer, check_resume, make_run_layout, oracle_auc
+from recsys.trainer import CTRTrainer, ValidHook, check_resume, make_run_layout, oracle_auc
 
 log = logging.getLogger(__name__)
 
 
-def train_rank(cfg: TrainConfig, summary: InputSummary) -> TrainResult | OptEmbedResult | None:
-    """The whole run on one rank (environment set by a launcher); rank 0 returns (and writes) the result."""
+def train_rank(
+    cfg: TrainConfig, summary: InputSummary, on_valid: ValidHook | None = None
+) -> TrainResult | OptEmbedResult | None:
+    """The whole run on one rank (environment set by a launcher); rank 0 returns (and writes) the result.
+
+    ``on_valid`` is called on rank 0 after each validation (``train.eval_every``); True stops the run (pruned).
+    """
     backend = resolve_backend(cfg.backend, cfg.device)
     torch.set_num_threads(cfg.num_threads or int(os.environ.get("OMP_NUM_THREADS", 1)))
     if cfg.optembed.enabled:
         return optembed_rank(cfg, summary, backend)
     with process_group(backend, cfg.device) as (rank, world, device):
-        trainer = CTRTrainer(cfg, summary, rank=rank, world_size=world, device=device).setup()
+        trainer = CTRTrainer(cfg, summary, rank=rank, world_size=world, device=device, on_valid=on_valid).setup()
         resumed = cfg.resume and trainer.restore()
         started = time.perf_counter()
         trained = trainer.train()
@@ -75,6 +80,7 @@ def train_rank(cfg: TrainConfig, summary: InputSummary) -> TrainResult | OptEmbe
             valid_curve=trainer.valid_curve_,
             best_step=best and best.step,
             stopped_early=trainer.stopped_early_,
+            pruned=trainer.pruned_,
             layout=layout.kind,
             layout_config=cfg.layout.model_dump(),
             tables={t.name: [t.num_embeddings, t.embedding_dim] for t in layout.tables},
@@ -100,8 +106,8 @@ def train_rank(cfg: TrainConfig, summary: InputSummary) -> TrainResult | OptEmbe
         return result
 
 
-def _spawned_rank(cfg: TrainConfig, summary: InputSummary, result_path: str) -> None:
-    result = train_rank(cfg, summary)
+def _spawned_rank(cfg: TrainConfig, summary: InputSummary, result_path: str, on_valid: ValidHook | None) -> None:
+    result = train_rank(cfg, summary, on_valid if int(os.environ.get("RANK", "0")) == 0 else None)
     if result is not None:
         write_result(result_path, result)
 
@@ -119,17 +125,22 @@ def prepare(cfg: TrainConfig, inputs: TrainInputs) -> InputSummary:
     return summary
 
 
-def run_training(cfg: TrainConfig, inputs: TrainInputs) -> TrainResult | OptEmbedResult | None:
-    """Check inputs here, then train on ``cfg.world_size`` ranks; returns rank 0's result (None on other ranks)."""
+def run_training(
+    cfg: TrainConfig, inputs: TrainInputs, on_valid: ValidHook | None = None
+) -> TrainResult | OptEmbedResult | None:
+    """Check inputs here, then train on ``cfg.world_size`` ranks; returns rank 0's result (None on other ranks).
+
+    ``on_valid`` (picklable when ranks are spawned) sees rank 0's validations: see :func:`train_rank`.
+    """
     summary = prepare(cfg, inputs)
     if under_launcher():
-        return train_rank(cfg, summary)
+        return train_rank(cfg, summary, on_valid)
     need = make_run_layout(cfg, summary).embedding_bytes(cfg.embedding_optimizer)["total"]
     admit(cfg.world_size, cfg.device, need, cfg.force)
     if cfg.world_size == 1:
         with single_rank_env():
-            return train_rank(cfg, summary)
+            return train_rank(cfg, summary, on_valid)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "result.json")
-        spawn(_spawned_rank, (cfg, summary, path), cfg.world_size)
+        spawn(_spawned_rank, (cfg, summary, path, on_valid), cfg.world_size)
         return read_result(path)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -53,6 +54,9 @@ from recsys.modules.layouts import EmbeddingLayout, make_layout, with_graph_feat
 from recsys.results import EvalResult, SplitRecord, ValidPoint
 
 log = logging.getLogger(__name__)
+
+# Called on rank 0 after each validation with (its number from 1, the point); True stops the run as pruned.
+ValidHook = Callable[[int, ValidPoint], bool]
 
 
 def make_run_layout(cfg: TrainConfig, summary: InputSummary) -> EmbeddingLayout:
@@ -274,12 +278,22 @@ class CTRTrainer:
     :meth:`evaluate`, :meth:`save`/:meth:`restore`, :meth:`export`.
     """
 
-    def __init__(self, cfg: TrainConfig, summary: InputSummary, *, rank: int, world_size: int, device: torch.device):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        summary: InputSummary,
+        *,
+        rank: int,
+        world_size: int,
+        device: torch.device,
+        on_valid: ValidHook | None = None,
+    ):
         self.cfg = cfg
         self.summary = summary
         self.rank = rank
         self.world_size = world_size
         self.device = device
+        self.on_valid = on_valid
 
     def setup(
         self, data: dict[str, EncodedRows] | None = None, split_record: SplitRecord | None = None
@@ -305,6 +319,7 @@ class CTRTrainer:
         self.valid_curve_: list[ValidPoint] = []  # train.eval_every's validations (since the start or a resume)
         self.best_: tuple[ValidPoint, dict] | None = None  # the best validation and this rank's weights then
         self.stopped_early_ = False
+        self.pruned_ = False  # the on_valid hook (a tuning study's pruner) stopped the run
         if self.rank == 0:
             log.info("sharding plan:\n%s", self.plan_)
         return self
@@ -359,17 +374,24 @@ class CTRTrainer:
         return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
 
     # ------------------------------------------------------------------ validation while training
-    def validate(self) -> bool:
-        """Evaluate the valid split at this step, keep the weights if best; True when early stopping says stop.
+    def validate(self) -> Literal["early_stopping", "pruned"] | None:
+        """Evaluate the valid split at this step, keep the weights if best; says why to stop, if it should.
 
-        Collective: rank 0's AUC is broadcast so every rank takes the same decision and snapshots its own
-        shards (:func:`~recsys.distributed.sharding.local_snapshot`: no gather, one copy of the local weights).
+        Collective: rank 0's AUC (and its ``on_valid`` hook's answer) is broadcast so every rank takes the
+        same decision and snapshots its own shards (:func:`~recsys.distributed.sharding.local_snapshot`:
+        no gather, one copy of the local weights).
         """
         ev = self.evaluate("valid")
-        sent = [None if ev is None else (ev.auc, ev.logloss)]
+        step = self.progress_["global_step"]
+        prune = False
+        if ev is not None and self.on_valid is not None:  # rank 0
+            prune = bool(
+                self.on_valid(len(self.valid_curve_) + 1, ValidPoint(step=step, auc=ev.auc, logloss=ev.logloss))
+            )
+        sent = [None if ev is None else (ev.auc, ev.logloss, prune)]
         dist.broadcast_object_list(sent, src=0)
-        auc, logloss = sent[0]
-        point = ValidPoint(step=self.progress_["global_step"], auc=auc, logloss=logloss)
+        auc, logloss, prune = sent[0]
+        point = ValidPoint(step=step, auc=auc, logloss=logloss)
         self.valid_curve_.append(point)
         es = self.cfg.early_stopping
         min_delta = es.min_delta if es else 0.0
@@ -384,10 +406,12 @@ class CTRTrainer:
                 self.best_[0].auc,
                 self.best_[0].step,
             )
+        if prune:
+            return "pruned"
         if es is None:
-            return False
+            return None
         since_best = sum(1 for q in self.valid_curve_ if q.step > self.best_[0].step)
-        return since_best >= es.patience
+        return "early_stopping" if since_best >= es.patience else None
 
     def keep_best(self) -> ValidPoint | None:
         """After training with ``eval_every``: validate the last step if not yet, then load the best weights (collective)."""
@@ -463,6 +487,7 @@ class CTRTrainer:
                     start = time.perf_counter()
                     if stop:
                         self.stopped_early_ = True
+                        self.pruned_ = stop == "pruned"
                         break
                 bar.update(1)
                 if bar.n % 20 == 0 or bar.n == steps:
@@ -473,7 +498,9 @@ class CTRTrainer:
             if p["step_in_epoch"] >= steps:
                 p["epoch"] += 1
                 p["step_in_epoch"] = 0
-            if stop and self.rank == 0:
+            if stop == "pruned" and self.rank == 0:
+                log.info("pruned at step %d (valid AUC %.5f)", p["global_step"], self.valid_curve_[-1].auc)
+            elif stop and self.rank == 0:
                 log.info(
                     "early stopping at step %d: no valid AUC gain for %d evaluations",
                     p["global_step"],

@@ -152,3 +152,8 @@ def two_rank_graph_checks(encoded: str, vocab: str, embeddings: str, out_dir: st
             res["test_rows"] = int(len(ids))
     with open(f"{out_dir}/rank{rank}.json", "w") as f:
         json.dump(res, f)
+
+
+def prune_at_second_validation(number: int, point) -> bool:
+    """An ``on_valid`` hook (picklable for spawned ranks): stop at the second validation."""
+    return number >= 2

@@ -71,7 +71,7 @@ def test_under_a_launcher_the_ranks_placement_is_not_checked(tiny_tables, monkey
     # given torchrun's environment for 4096 ranks, and a rank function that only says it ran
     import recsys.train
 
-    monkeypatch.setattr(recsys.train, "train_rank", lambda cfg, summary: "rank ran")
+    monkeypatch.setattr(recsys.train, "train_rank", lambda cfg, summary, on_valid=None: "rank ran")
     for key, value in dict(RANK="0", WORLD_SIZE="4096", MASTER_ADDR="127.0.0.1", MASTER_PORT="1").items():
         monkeypatch.setenv(key, value)
     # when / then: no admission error; the launcher placed the ranks
