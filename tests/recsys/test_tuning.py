@@ -177,6 +177,7 @@ def _base_args(tiny_tables, tmp_path):
         f"tables.vocab.path={vocab}",
         "tables.oracle=null",
         f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"spark.checkpoint_dir={tmp_path / 'checkpoints'}",  # where a launcher=spark trial checkpoints RDDs
         "train.progress=false",
         "train.embedding_dim=8",
         "train.epochs=2",
