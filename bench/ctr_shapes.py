@@ -36,7 +36,20 @@ RECIPES = {  # conf/local.yaml's train section (DCN, D=16, 2 epochs) without gra
     "default": [],
     "default+wide": ["--set", "train.model.wide=true"],
     "deepfm": ["--set", "train.model={kind: deepfm}"],
+    "tuned": None,  # jobs/tune.py's best layer for the shape (conf/local.yaml's space, --tune-trials trials)
 }
+
+
+def tuned_layer(shape: str, root: Path, flags: list[str], trials: int) -> list[str]:
+    """Run (or continue) the shape's study with jobs/tune.py on the train/valid rows; the flags of its best layer.
+
+    The study never sees the test rows: trials are ranked by valid AUC, and the test AUC of the
+    layer is measured afterwards like every other recipe's.
+    """
+    best = root / "tune" / "best.yaml"
+    study = ["--study-name", shape, "--storage", f"sqlite:///{root / 'optuna.db'}", "--output", str(best)]
+    sh([PY, "jobs/tune.py", *SPARK, *flags, *study, "--n-trials", str(trials), "--set", "train.progress=false"])
+    return ["--config", "conf/local.yaml", "--config", str(best)]
 
 
 def ensure_shape(root: Path, shape: str, num_rows: int, seed: int) -> tuple[dict[str, str], list[str], list[str]]:
@@ -203,7 +216,7 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     shapes = list(dict.fromkeys(r["shape"] for r in rows))
-    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "bayes_optimal"]
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "bayes_optimal" and "layer_of" not in m]
     fig, ax = plt.subplots(figsize=(1.8 * len(shapes) + 3, 4))
     width = 0.8 / (len(methods) + 1)
     for j, m in enumerate([*methods, "bayes_optimal"]):
@@ -218,6 +231,27 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def shape_flags(shape: str, args) -> tuple[Path, dict[str, str], list[str], list[str], list[str]]:
+    """(root, table paths, categorical columns, flags of a training run, flags of a tuning run) of ``shape``."""
+    root = Path(args.data_root).resolve() / f"{shape}_{args.num_rows}_{args.seed}"  # tables.root prefixes paths
+    paths, schema, cats = ensure_shape(root, shape, args.num_rows, args.seed)
+    same = [*schema, *SPLIT, "--set", "train.graph_features={}", "--set", f"tables.root={root}"]
+    data = ["--input", paths["encoded"], "--vocab", paths["vocab"], "--oracle", paths["oracle"]]
+    tuning = [*tables({"encoded": paths["encoded"], "vocab": paths["vocab"]}), "--set", "tables.oracle=null", *same]
+    extra = args.train_flags.split()
+    return root, paths, cats, [*data, *same, *extra], [*tuning, *extra]
+
+
+def averages(rows: list[dict], shapes: list[str]) -> dict[str, float]:
+    """Mean test AUC per method over ``shapes`` (methods measured on every one of them only)."""
+    out = {}
+    for m in dict.fromkeys(r["method"] for r in rows):
+        vals = [r["test_auc"] for r in rows if r["method"] == m and r["shape"] in shapes and r["test_auc"] is not None]
+        if len(vals) == len(shapes):
+            out[m] = float(np.mean(vals))
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--num-rows", type=int, default=1_000_000)
@@ -226,41 +260,63 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-root", default="bench/results/ctr_shapes_data")
     p.add_argument("--train-flags", default="", help="extra flags for every training run")
+    p.add_argument("--tune-trials", type=int, default=20, help="trials of the 'tuned' recipe's study per shape")
+    p.add_argument(
+        "--transfer",
+        action="store_true",
+        help="also train every shape with every other shape's tuned layer (methods layer_of_<shape>): "
+        "which single recipe is best on average",
+    )
     p.add_argument("--out", default="bench/results/ctr_shapes.json")
     args = p.parse_args(argv)
-    rows = []
-    for shape in args.shapes.split(","):
-        root = (
-            Path(args.data_root).resolve() / f"{shape}_{args.num_rows}_{args.seed}"
-        )  # tables.root prefixes relative paths
-        paths, schema, cats = ensure_shape(root, shape, args.num_rows, args.seed)
-        data = ["--input", paths["encoded"], "--vocab", paths["vocab"], "--oracle", paths["oracle"]]
-        common = [*data, *schema, *SPLIT, "--set", "train.graph_features={}", "--set", f"tables.root={root}"]
-        split = None
+    rows: list[dict] = []
+    shapes = args.shapes.split(",")
+
+    def measure(shape: str, method: str, root: Path, flags: list[str]) -> dict:
+        started = time.perf_counter()
+        result = train(f"{shape}_{method}", root, flags)
+        row = {
+            "shape": shape,
+            "method": method,
+            "test_auc": result["test_auc"],
+            "valid_auc": result["valid_auc"],
+            "test_rows": result["test_rows"],
+            "seconds": time.perf_counter() - started,
+            "embedding_params": result["embedding_params"],
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        return result
+
+    for shape in shapes:
+        root, paths, cats, common, tuning = shape_flags(shape, args)
         for recipe in args.recipes.split(","):
-            started = time.perf_counter()
-            result = train(f"{shape}_{recipe}", root, [*common, *RECIPES[recipe], *args.train_flags.split()])
-            split = result["split"]
-            rows.append(
-                {
-                    "shape": shape,
-                    "method": recipe,
-                    "test_auc": result["test_auc"],
-                    "test_rows": result["test_rows"],
-                    "seconds": time.perf_counter() - started,
-                    "embedding_params": result["embedding_params"],
-                }
-            )
-            oracle = result["oracle_test_auc"]
-            print(json.dumps(rows[-1]), flush=True)
-        table, train_rows, test_rows = raw_rows(paths, split)
+            flags = RECIPES[recipe]
+            if flags is None:
+                flags = tuned_layer(shape, root, tuning, args.tune_trials)
+            result = measure(shape, recipe, root, [*flags, *common])
+        table, train_rows, test_rows = raw_rows(paths, result["split"])
         dense = gen.dense_columns(table)
         for name, fit in (("logistic_regression", logistic_regression), ("plain_torch", plain_torch)):
             out = fit(table, train_rows, test_rows, cats, dense)
             rows.append({"shape": shape, "method": name, "test_rows": int(test_rows.sum()), **out})
             print(json.dumps(rows[-1]), flush=True)
-        rows.append({"shape": shape, "method": "bayes_optimal", "test_auc": oracle})
+        rows.append({"shape": shape, "method": "bayes_optimal", "test_auc": result["oracle_test_auc"]})
         write_rows(args.out, args, rows, plot)  # after every shape: a stopped run keeps what it measured
+    if args.transfer:
+        for shape in shapes:
+            root, _, _, common, _ = shape_flags(shape, args)
+            for source in shapes:
+                best = shape_flags(source, args)[0] / "tune" / "best.yaml"
+                if source != shape and best.exists():
+                    measure(
+                        shape,
+                        f"layer_of_{source}",
+                        root,
+                        ["--config", "conf/local.yaml", "--config", str(best), *common],
+                    )
+            write_rows(args.out, args, rows, plot)
+    print(json.dumps({"mean_test_auc_over_shapes": averages(rows, shapes)}, indent=2), flush=True)
     return 0
 
 
