@@ -81,6 +81,9 @@ class TablesConfig(StrictModel):
     embeddings: TableConfig = TableConfig(path="fastrp")
     candidates: TableConfig = TableConfig(path="candidates")
     score_rows: TableConfig | None = Field(default=None, description="raw rows jobs/score.py scores (default: clicks)")
+    node_properties: TableConfig | None = Field(
+        default=None, description="(node id, property columns): FastRP's fastrp.node_properties, read only"
+    )
     scores: TableConfig = TableConfig(path="scores")
 
     @model_validator(mode="after")
@@ -231,6 +234,23 @@ class EncodeConfig(StrictModel):
     broadcast_max_rows: PositiveInt = 1_000_000
 
 
+class NodePropertiesConfig(StrictModel):
+    """Node properties in FastRP's initial vectors (GDS ``featureProperties``); the table is ``tables.node_properties``."""
+
+    id_col: str = Field(default="node", min_length=1, description="the node id column (the edges' src/dst ids)")
+    columns: list[str] = Field(
+        min_length=1, description="numeric columns (one input dimension each) or string ones (one-hot by value)"
+    )
+
+    @model_validator(mode="after")
+    def _distinct_columns(self) -> "NodePropertiesConfig":
+        if len(set(self.columns)) != len(self.columns):
+            raise ValueError(f"fastrp.node_properties.columns has duplicates: {self.columns}")
+        if self.id_col in self.columns:
+            raise ValueError(f"fastrp.node_properties.columns names the id column {self.id_col!r}")
+        return self
+
+
 class FastRPConfig(StrictModel):
     """FastRP (Chen et al. 2019) of the edges table into the embeddings table; maths in embeddings/fastrp.py."""
 
@@ -263,6 +283,12 @@ class FastRPConfig(StrictModel):
         default=False,
         description="replace a published embeddings table of another dim (its readers' vector width changes)",
     )
+    node_properties: NodePropertiesConfig | None = Field(
+        default=None, description="node properties mixed into the initial vectors (needs property_ratio > 0)"
+    )
+    property_ratio: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="GDS propertyRatio: int(dim * ratio) leading dims from properties"
+    )
 
     @model_validator(mode="after")
     def _weights_match_iterations(self) -> "FastRPConfig":
@@ -277,6 +303,21 @@ class FastRPConfig(StrictModel):
             )
         if any(w != w for w in self.iteration_weights):
             raise ValueError("fastrp.iteration_weights must not contain NaN")
+        if self.property_ratio > 0 and self.node_properties is None:
+            raise ValueError(
+                f"fastrp.property_ratio is {self.property_ratio} but fastrp.node_properties is not set: "
+                "there are no properties to fill its dimensions"
+            )
+        if self.node_properties is not None:
+            if self.property_ratio == 0:
+                raise ValueError(
+                    "fastrp.node_properties is set but fastrp.property_ratio is 0: no dimension would hold them"
+                )
+            if int(self.dim * self.property_ratio) == 0:
+                raise ValueError(
+                    f"fastrp.property_ratio {self.property_ratio} x fastrp.dim {self.dim} leaves 0 property "
+                    "dimensions (int(dim * ratio)); raise the ratio or the dim"
+                )
         return self
 
 
@@ -353,6 +394,8 @@ class PipelineConfig(StrictModel):
             raise ValueError("graph.start/graph.end/graph.half_life_days need schema.time (the event time column)")
         if self.train.split.kind == "time" and not schema.time:
             raise ValueError("train.split.kind 'time' needs schema.time (the event time column)")
+        if self.fastrp.node_properties is not None and self.tables.node_properties is None:
+            raise ValueError("fastrp.node_properties is set but tables.node_properties (its table) is not")
         return self
 
     def graph_prefixes(self) -> dict[str, str]:

@@ -28,10 +28,20 @@ whose quality the paper reports and whose reference code the exactness tests mir
 
 Self influence (GDS's ``nodeSelfInfluence``) adds the node's own random vector, so a node with no
 out-edges (isolated, or a sink of a directed graph) gets a non-zero embedding when sigma > 0.
+
+Node properties (GDS's ``featureProperties`` + ``propertyRatio``): with d_p = int(D * ratio) > 0,
+a node's initial row is ``R_i = [sum_f v_if * Q_f | its own random row of D - d_p]``, the property
+part first. Each input dimension f (a numeric column; a (column, value) pair of a string column,
+one-hot with value 1, so no vocabulary is needed) has a random row Q_f of d_p entries, hashed from
+the column name (and value) with GDS's sparsity 3; nulls (and NaN) give 0. Propagation is unchanged.
+A node in the property table but not in the edge table (edgeless) gets
+``(sigma + sum_k alpha_k) * l2rows([sum_f v_if Q_f | 0])``: what a node whose only edge is a self loop
+gets, less its random part (noise to every neighbour); standardisation uses the graph's moments.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -285,10 +295,15 @@ def standardize_columns(e: np.ndarray) -> np.ndarray:
     Returns:
         (N, D) float64.
     """
+    mean, std = column_standardization(e)
+    return (np.asarray(e, dtype=np.float64) - mean) / std
+
+
+def column_standardization(e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(column mean, population std with 0 -> 1) of E, two-pass: what :func:`standardize_columns` applies."""
     e = np.asarray(e, dtype=np.float64)
     mean = column_moments_sum(e) / e.shape[0]
-    std = standardize_scale(column_moments_sum(e, mean), e.shape[0])
-    return (e - mean) / std
+    return mean, standardize_scale(column_moments_sum(e, mean), e.shape[0])
 
 
 # --------------------------------------------------------------------------- graph + local engine
@@ -331,6 +346,95 @@ def projection_rows(keys: np.ndarray, dim: int, sparsity: float, seed: int, chun
     return out
 
 
+# --------------------------------------------------------------------------- node properties
+
+PROPERTY_SPARSITY = 3.0  # GDS's sparsity for property rows: few input dimensions, so not sqrt(N)-sparse
+
+
+def property_dimension(dim: int, ratio: float) -> int:
+    """d_p = int(D * ratio), as GDS truncates; D - d_p stay for the node's own random row."""
+    return int(dim * ratio)
+
+
+def property_keys(column: str, values: Sequence | None = None) -> np.ndarray:
+    """Keys of the input dimensions of a column: the column itself (numeric), or one per (column, value) pair."""
+    names = (
+        [f"fastrp.property\x00{column}"] if values is None else [f"fastrp.property\x00{column}\x00{v}" for v in values]
+    )
+    return node_keys(np.asarray(names, dtype=object))
+
+
+def property_part(
+    values: pd.DataFrame, categorical: frozenset[str] | set[str], property_dim: int, seed: int
+) -> np.ndarray:
+    """sum_f v_if * Q_f for each row: numeric columns weigh their row Q by the value, string columns add their value's.
+
+    A pure per-row function of the values (and seed), so any batch of nodes gets the same bits.
+
+    Args:
+        values: (n, C) property columns in config order; numeric ones float (NaN = missing), others strings/None.
+        categorical: the columns one-hot encoded.
+        property_dim: d_p >= 1.
+    Returns:
+        (n, d_p) float64.
+    """
+    out = np.zeros((len(values), property_dim), dtype=np.float64)
+    for column in values.columns:
+        if column in categorical:
+            codes, uniques = pd.factorize(values[column].to_numpy(dtype=object))  # null -> -1
+            if len(uniques) == 0:
+                continue
+            rows = random_projection(property_keys(column, uniques), property_dim, PROPERTY_SPARSITY, seed)
+            present = codes >= 0
+            out[present] += rows[codes[present]]
+        else:
+            v = np.nan_to_num(values[column].to_numpy(dtype=np.float64), nan=0.0)
+            row = random_projection(property_keys(column), property_dim, PROPERTY_SPARSITY, seed)[0]
+            out += v[:, None] * row[None, :]
+    return out
+
+
+def initial_projection(
+    keys: np.ndarray,
+    params: "FastRPParams",
+    values: pd.DataFrame | None = None,
+    categorical: frozenset[str] = frozenset(),
+) -> np.ndarray:
+    """R_i = [property part | random row of D - d_p]; without properties (d_p = 0) exactly :func:`random_projection`.
+
+    Args:
+        keys: (n,) node keys. values: (n, C) their property values (None: all missing).
+    Returns:
+        (n, D) float64.
+    """
+    pdim = params.property_dim
+    if pdim == 0:
+        return random_projection(keys, params.dim, params.sparsity, params.seed)
+    part = np.zeros((len(keys), pdim)) if values is None else property_part(values, categorical, pdim, params.seed)
+    if pdim == params.dim:
+        return part
+    return np.concatenate([part, random_projection(keys, params.dim - pdim, params.sparsity, params.seed)], axis=1)
+
+
+def edgeless_embedding(values: pd.DataFrame, categorical: frozenset[str], params: "FastRPParams") -> np.ndarray:
+    """E of nodes absent from the edges: (sigma + sum_k alpha_k) * l2rows([property part | 0]). (n, D) float64."""
+    out = np.zeros((len(values), params.dim), dtype=np.float64)
+    weight = params.self_influence + sum(params.iteration_weights)
+    out[:, : params.property_dim] = weight * row_normalize(
+        property_part(values, categorical, params.property_dim, params.seed)
+    )
+    return out
+
+
+@dataclass(frozen=True)
+class NodeProperties:
+    """Property values of nodes: ``ids`` (P,) unique, ``values`` (P, C) in config column order, the string columns."""
+
+    ids: np.ndarray
+    values: pd.DataFrame
+    categorical: frozenset[str] = frozenset()
+
+
 @dataclass(frozen=True)
 class FastRPParams:
     """The algorithm's parameters once data-dependent defaults are resolved (sparsity from N)."""
@@ -344,6 +448,7 @@ class FastRPParams:
     standardize: bool
     seed: int
     directed: bool
+    property_dim: int = 0  # d_p: leading columns of R from node properties (0: none)
 
     @classmethod
     def from_config(cls, cfg, num_nodes: int) -> "FastRPParams":
@@ -359,11 +464,17 @@ class FastRPParams:
             standardize=cfg.standardize,
             seed=cfg.seed,
             directed=cfg.directed,
+            property_dim=property_dimension(cfg.dim, cfg.property_ratio) if cfg.node_properties else 0,
         )
 
 
 def fastrp_local(
-    s: sp.csr_matrix, keys: np.ndarray, params: FastRPParams, projection: np.ndarray | None = None
+    s: sp.csr_matrix,
+    keys: np.ndarray,
+    params: FastRPParams,
+    projection: np.ndarray | None = None,
+    values: pd.DataFrame | None = None,
+    categorical: frozenset[str] = frozenset(),
 ) -> np.ndarray:
     """The single-machine reference: FastRP of the graph S with the hash-derived R, in float64.
 
@@ -372,13 +483,19 @@ def fastrp_local(
         keys: (N,) uint64 node keys, row i of S belongs to keys[i].
         projection: (N, D) R to use instead of the hash-derived one (benchmarks compare other draws,
             e.g. sklearn's, with ours); the job never passes it.
+        values, categorical: the nodes' property values, row i for keys[i] (see :func:`initial_projection`).
     Returns:
         (N, D) float64 embeddings E.
     """
     degree = np.asarray(s.sum(axis=1)).ravel()
     p = sp.diags(inverse_degree(degree)) @ s  # (N, N) row-stochastic where deg > 0
     p = p.tocsr()
-    r = projection_rows(keys, params.dim, params.sparsity, params.seed) if projection is None else projection
+    if projection is not None:
+        r = projection
+    elif params.property_dim:
+        r = initial_projection(keys, params, values, categorical)
+    else:
+        r = projection_rows(keys, params.dim, params.sparsity, params.seed)
     x, e = initial_state(r, degree, params.normalization_strength, params.self_influence)
     del r
     for weight in params.iteration_weights:
@@ -394,12 +511,20 @@ def index_nodes(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def embed_edge_list(
-    src, dst, weight, params_or_cfg, directed: bool | None = None, projection: np.ndarray | None = None
+    src,
+    dst,
+    weight,
+    params_or_cfg,
+    directed: bool | None = None,
+    projection: np.ndarray | None = None,
+    properties: NodeProperties | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Local engine from raw edge columns: returns (node_ids (N,), embeddings (N, D) float64).
 
-    ``params_or_cfg`` is a :class:`FastRPParams` or a FastRPConfig (sparsity resolved from N).
-    ``projection``, if given, is the (N, D) R for the nodes in sorted id order (see :func:`fastrp_local`).
+    ``params_or_cfg`` is a :class:`FastRPParams` or a FastRPConfig (sparsity resolved from N, the
+    nodes of the edges). ``projection``, if given, is the (N, D) R for the nodes in sorted id order
+    (see :func:`fastrp_local`). With ``properties`` (and ``property_dim`` > 0), the nodes of the edges
+    come first (sorted), then the edgeless property nodes (sorted) with :func:`edgeless_embedding`.
     """
     nodes, si, di = index_nodes(src, dst)
     if isinstance(params_or_cfg, FastRPParams):
@@ -408,7 +533,19 @@ def embed_edge_list(
         params = FastRPParams.from_config(params_or_cfg, len(nodes))
     w = np.ones(len(si)) if weight is None else np.asarray(weight, dtype=np.float64)
     s = adjacency(si, di, w, len(nodes), params.directed if directed is None else directed)
-    return nodes, fastrp_local(s, node_keys(nodes), params, projection)
+    if properties is None or params.property_dim == 0:
+        return nodes, fastrp_local(s, node_keys(nodes), params, projection)
+    table = properties.values.reset_index(drop=True)
+    table.index = pd.Index(properties.ids)
+    graph_values = table.reindex(pd.Index(nodes)).reset_index(drop=True)  # nodes without a row: all missing
+    raw = dataclasses.replace(params, standardize=False)
+    e = fastrp_local(s, node_keys(nodes), raw, projection, graph_values, properties.categorical)
+    edgeless = np.sort(np.setdiff1d(np.asarray(properties.ids), nodes))
+    e_edgeless = edgeless_embedding(table.loc[edgeless].reset_index(drop=True), properties.categorical, params)
+    if params.standardize:  # the graph's moments, applied to the edgeless nodes too
+        mean, std = column_standardization(e)
+        e, e_edgeless = (e - mean) / std, (e_edgeless - mean) / std
+    return np.concatenate([nodes, edgeless]), np.concatenate([e, e_edgeless])
 
 
 # --------------------------------------------------------------------------- estimate

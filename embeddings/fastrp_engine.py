@@ -24,7 +24,8 @@ or integral (byte/short/int/long), the output keeps the input type. Duplicate ed
 weights; an undirected self loop counts once; nodes with no out-edges (including nodes whose only
 edges are self loops of weight 0, or sinks of a directed graph) propagate nothing and get
 sigma * l2rows(R) (zero when ``self_influence`` is 0). Nodes absent from the edge table are not
-embedded.
+embedded, except those of the node property table (``fastrp.node_properties``), which get
+:func:`~embeddings.fastrp.edgeless_embedding`.
 """
 
 from __future__ import annotations
@@ -142,24 +143,56 @@ def _is_list(value) -> bool:
     return isinstance(value, list)
 
 
-def initial_rdds(block_rows: DataFrame, params: fr.FastRPParams, num_partitions: int):
+def initial_rdds(
+    block_rows: DataFrame, params: fr.FastRPParams, num_partitions: int, categorical: frozenset[str] | None = None
+):
     """The state ``(block, (X_0, E_0, ids))``, partitioned by block: X_0 = diag(deg^beta) R, E_0 = sigma l2rows(R).
 
-    R comes from (seed, node id), so each block's X_0 and E_0 (float32 (n_b, D)) are computed in
-    the task that caches them from the rows of :func:`block_inputs` (ids and degrees only).
+    R comes from (seed, node id) and the node's property values (``categorical`` not None: the rows
+    carry them), so each block's X_0 and E_0 (float32 (n_b, D)) are computed in the task that caches
+    them from the rows of :func:`block_inputs` (ids, degrees and property values only).
     """
 
     def state(value) -> tuple:
         ids, degree = pickle.loads(value[0]), np.frombuffer(value[1], dtype=np.float64)
-        r = fr.random_projection(fr.node_keys(ids), params.dim, params.sparsity, params.seed)  # (n_b, D)
+        if categorical is None:
+            r = fr.random_projection(fr.node_keys(ids), params.dim, params.sparsity, params.seed)  # (n_b, D)
+        else:
+            r = fr.initial_projection(fr.node_keys(ids), params, pickle.loads(value[2]), categorical)
         x0, e0 = fr.initial_state(r, degree, params.normalization_strength, params.self_influence)
         return x0.astype(STORE), e0.astype(STORE), ids
 
-    return (
-        block_rows.rdd.map(lambda r: (r["block"], (bytes(r["ids"]), bytes(r["degree"]))))
-        .partitionBy(num_partitions, block_partition)
-        .mapValues(state)
-    )
+    def row(r) -> tuple:
+        value = (bytes(r["ids"]), bytes(r["degree"]))
+        return r["block"], value if categorical is None else (*value, bytes(r["values"]))
+
+    return block_rows.rdd.map(row).partitionBy(num_partitions, block_partition).mapValues(state)
+
+
+def edgeless_output(
+    properties: DataFrame,
+    graph_nodes: DataFrame,
+    params: fr.FastRPParams,
+    categorical: frozenset[str],
+    id_type: T.DataType,
+    mean: np.ndarray | None,
+    std: np.ndarray | None,
+) -> DataFrame:
+    """Rows ``(node, embedding)`` of the property nodes absent from the edges: :func:`~embeddings.fastrp.edgeless_embedding`.
+
+    Standardised (if asked) with the graph's column moments, as the local engine does.
+    """
+    schema = T.StructType([T.StructField("node", id_type), T.StructField("embedding", T.ArrayType(T.FloatType()))])
+    columns = [c for c in properties.columns if c != "node"]
+
+    def emit(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for pdf in batches:
+            e = fr.edgeless_embedding(pdf[columns].reset_index(drop=True), categorical, params)
+            if mean is not None:
+                e = (e - mean) / std
+            yield pd.DataFrame({"node": pdf["node"], "embedding": list(e.astype(STORE))})
+
+    return properties.join(graph_nodes, "node", "left_anti").mapInPandas(emit, schema)
 
 
 def p_rdd(p_blocks: DataFrame, num_partitions: int, block_sizes: dict[int, int]):
@@ -382,8 +415,13 @@ def fastrp_spark(
     chunk_rows: int | None = None,
     work: "Workdir | None" = None,
     timings: dict | None = None,
+    properties: tuple[DataFrame, frozenset[str]] | None = None,
 ) -> tuple[DataFrame, dict, list]:
     """FastRP of validated ``edges`` (src, dst, weight). Returns (output frame, stats, RDDs to release).
+
+    ``properties``: the validated node property table ``(node, columns...)`` and its string columns;
+    joined onto the node index, each block's values travel with its ids into :func:`initial_rdds`, and
+    the property nodes absent from the edges are embedded by :func:`edgeless_output`.
 
     The output frame reads the cached final state, so write it before releasing the RDDs and
     deleting the workdir (:func:`run_fastrp` does).
@@ -406,8 +444,15 @@ def fastrp_spark(
     checkpoints = _Checkpoints(spark, work, cfg.checkpoint)
     p = p_rdd(blocks.where(F.col("b") >= 0), num_partitions, block_sizes)
     p.persist(StorageLevel.MEMORY_AND_DISK)
-    inputs = work.save(block_inputs(nodes, blocks.where(F.col("b") < 0), block_sizes), "block_inputs")
-    state = initial_rdds(inputs, params, num_partitions)
+    with_values = categorical = None
+    if properties is not None and params.property_dim:
+        table, categorical = properties
+        with_values = nodes.join(table, "node", "left").select("node", "block", "idx", *cfg.node_properties.columns)
+    inputs = work.save(
+        block_inputs(nodes, blocks.where(F.col("b") < 0), block_sizes, with_values, cfg.node_properties),
+        "block_inputs",
+    )
+    state = initial_rdds(inputs, params, num_partitions, categorical)
     state.persist(StorageLevel.MEMORY_AND_DISK)  # lineage: one DataFrame stage, no checkpoint needed
     expected = expected_partials(p, block_sizes, chunk_rows)  # also caches P
     clock.lap("initial_state")
@@ -442,6 +487,11 @@ def fastrp_spark(
         "num_partitions": num_partitions,
         "sparsity": params.sparsity,
     }
+    if categorical is not None:
+        edgeless = work.save(edgeless_output(table, distinct, params, categorical, id_type, mean, std), "edgeless")
+        stats["num_edgeless_nodes"] = edgeless.count()
+        out = out.unionByName(edgeless)
+        clock.lap("edgeless_nodes")
     return out, stats, [lambda: checkpoints.drop(state), checkpoints.close]
 
 
@@ -457,11 +507,27 @@ class _Clock:
         self.last = now
 
 
-def local_engine_frame(spark: SparkSession, edges: DataFrame, cfg, id_type: T.DataType) -> tuple[DataFrame, dict]:
-    """``--engine local``: collect the edge list and run the scipy reference on the driver."""
+def local_engine_frame(
+    spark: SparkSession,
+    edges: DataFrame,
+    cfg,
+    id_type: T.DataType,
+    properties: tuple[DataFrame, frozenset[str]] | None = None,
+) -> tuple[DataFrame, dict]:
+    """``--engine local``: collect the edge list (and node properties) and run the scipy reference on the driver."""
     pdf = edges.toPandas()  # the local engine is for graphs that fit in one machine's memory
-    nodes, emb = fr.embed_edge_list(pdf["src"].to_numpy(), pdf["dst"].to_numpy(), pdf["weight"].to_numpy(), cfg)
+    node_properties = None
+    if properties is not None:
+        table, categorical = properties
+        ppdf = table.toPandas()
+        columns = list(cfg.node_properties.columns)
+        node_properties = fr.NodeProperties(ppdf["node"].to_numpy(), ppdf[columns], categorical)
+    src, dst = pdf["src"].to_numpy(), pdf["dst"].to_numpy()
+    graph_nodes = len(np.unique(np.concatenate([src, dst])))
+    nodes, emb = fr.embed_edge_list(src, dst, pdf["weight"].to_numpy(), cfg, properties=node_properties)
     schema = T.StructType([T.StructField("node", id_type), T.StructField("embedding", T.ArrayType(T.FloatType()))])
     out = spark.createDataFrame(pd.DataFrame({"node": nodes, "embedding": list(emb.astype(np.float32))}), schema)
-    stats = {"num_nodes": len(nodes), "sparsity": fr.FastRPParams.from_config(cfg, len(nodes)).sparsity}
+    stats = {"num_nodes": graph_nodes, "sparsity": fr.FastRPParams.from_config(cfg, graph_nodes).sparsity}
+    if properties is not None:
+        stats["num_edgeless_nodes"] = len(nodes) - graph_nodes
     return out, stats

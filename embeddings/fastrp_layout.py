@@ -198,18 +198,37 @@ def edge_blocks(
     return payloads.groupBy("a").cogroup(nodes.groupBy("block")).applyInPandas(row_side, EDGE_BLOCK_SCHEMA)
 
 
-def block_inputs(nodes: DataFrame, degrees: DataFrame, block_sizes: dict[int, int]) -> DataFrame:
-    """One row per block ``(block, ids, degree)``: the block's node ids in idx order and their degrees.
+def block_inputs(
+    nodes: DataFrame,
+    degrees: DataFrame,
+    block_sizes: dict[int, int],
+    with_values: DataFrame | None = None,
+    node_properties=None,
+) -> DataFrame:
+    """One row per block ``(block, ids, degree[, values])``: the block's node ids in idx order and their degrees.
 
     ``ids`` is a pickled numpy array and ``degree`` float64 bytes; a few bytes per node, so the
     state built from them (:func:`initial_rdds`) is computed where it is cached, never shuffled.
+    ``with_values`` (the nodes left-joined with their properties, columns ``node_properties.columns``)
+    adds ``values``: the block's property values in idx order, a pickled pandas frame.
     """
+    columns = list(node_properties.columns) if with_values is not None else []
 
     def inputs(nodes_pdf: pd.DataFrame, deg_pdf: pd.DataFrame) -> pd.DataFrame:
         block = int(nodes_pdf["block"].iloc[0])
-        ids = nodes_pdf.sort_values("idx")["node"].to_numpy()
+        ordered = nodes_pdf.sort_values("idx")
+        ids = ordered["node"].to_numpy()
         degree = deg_pdf["data"].iloc[0] if len(deg_pdf) else np.zeros(block_sizes[block]).tobytes()
-        return pd.DataFrame({"block": [block], "ids": [pickle.dumps(ids)], "degree": [bytes(degree)]})
+        out = pd.DataFrame({"block": [block], "ids": [pickle.dumps(ids)], "degree": [bytes(degree)]})
+        if columns:
+            out["values"] = [pickle.dumps(ordered[columns].reset_index(drop=True))]
+        return out
 
     deg = degrees.select(F.col("a").alias("block"), "data")
-    return nodes.groupBy("block").cogroup(deg.groupBy("block")).applyInPandas(inputs, INIT_SCHEMA)
+    left = nodes if with_values is None else with_values
+    schema = (
+        INIT_SCHEMA
+        if with_values is None
+        else T.StructType(INIT_SCHEMA.fields + [T.StructField("values", T.BinaryType())])
+    )
+    return left.groupBy("block").cogroup(deg.groupBy("block")).applyInPandas(inputs, schema)

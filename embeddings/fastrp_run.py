@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
 
+from core.errors import ConfigError
 from embeddings import fastrp as fr
 from embeddings.admission import admit, overruns, spark_limits
 from embeddings.fastrp_engine import Workdir, fastrp_spark, local_engine_frame
 from embeddings.fastrp_layout import count_nodes
-from embeddings.fastrp_validate import validate_edges
+from embeddings.fastrp_validate import validate_edges, validate_node_properties
 from embeddings.io import WriteResult, write_delta
 
 log = logging.getLogger(__name__)
@@ -73,17 +74,31 @@ class Embedding:
 
 
 def embed(
-    spark: SparkSession, raw_edges: DataFrame, cfg, checkpoint_dir: str, chunk_rows: int | None = None
+    spark: SparkSession,
+    raw_edges: DataFrame,
+    cfg,
+    checkpoint_dir: str,
+    chunk_rows: int | None = None,
+    raw_properties: DataFrame | None = None,
 ) -> Embedding:
-    """Validate ``raw_edges`` and embed them with ``cfg.engine``; the frame is lazy until written.
+    """Validate ``raw_edges`` (and ``raw_properties``, the node property table) and embed them with ``cfg.engine``.
+
+    The frame is lazy until written.
 
     Raises:
-        InputError: the edge table is invalid (see :func:`~embeddings.fastrp_validate.validate_edges`).
+        InputError: the edge table is invalid (see :func:`~embeddings.fastrp_validate.validate_edges`), or
+            the property table is (:func:`~embeddings.fastrp_validate.validate_node_properties`).
+        ConfigError: ``fastrp.node_properties`` is set but no property table was given.
     """
     started = time.time()
     edges, counts = validate_edges(raw_edges, cfg)
     check_fits(spark, edges, counts, cfg, checkpoint_dir)
     id_type = edges.schema["src"].dataType
+    properties = None
+    if cfg.node_properties is not None:
+        if raw_properties is None:
+            raise ConfigError("fastrp.node_properties is set but no node property table was given")
+        properties = validate_node_properties(raw_properties, cfg, id_type)
     previous = {
         "spark.sql.shuffle.partitions": spark.conf.get("spark.sql.shuffle.partitions"),
         ARROW_BATCH: spark.conf.get(ARROW_BATCH, "10000"),
@@ -103,11 +118,19 @@ def embed(
 
     try:
         if cfg.engine == "local":
-            out, stats = local_engine_frame(spark, edges, cfg, id_type)
+            out, stats = local_engine_frame(spark, edges, cfg, id_type, properties)
         else:
             work = Workdir(spark, checkpoint_dir)  # deleted on release whatever happens
             out, stats, steps = fastrp_spark(
-                spark, edges, cfg, checkpoint_dir, id_type, chunk_rows, work=work, timings=timings
+                spark,
+                edges,
+                cfg,
+                checkpoint_dir,
+                id_type,
+                chunk_rows,
+                work=work,
+                timings=timings,
+                properties=properties,
             )
     except BaseException:
         release()
@@ -118,7 +141,14 @@ def embed(
         **stats,
         "seconds_by_phase": timings,
     }
-    return Embedding(out, metadata, int(stats["num_nodes"]), counts["rows"], time.time() - started, release)
+    return Embedding(
+        out,
+        metadata,
+        int(stats["num_nodes"]) + int(stats.get("num_edgeless_nodes", 0)),
+        counts["rows"],
+        time.time() - started,
+        release,
+    )
 
 
 RUNS_SCHEMA = (
@@ -171,6 +201,7 @@ def run_fastrp(
     input_path: str | None = None,
     input_version: int | None = None,
     chunk_rows: int | None = None,
+    raw_properties: DataFrame | None = None,
 ) -> WriteResult:
     """The whole run without the stage runner (benchmarks, tests): embed, write ``output`` atomically, record it.
 
@@ -178,7 +209,7 @@ def run_fastrp(
     phase and the input's path and version; the run record goes to ``<output>_runs``.
     """
     started = time.time()
-    emb = embed(spark, raw_edges, cfg, checkpoint_dir, chunk_rows)
+    emb = embed(spark, raw_edges, cfg, checkpoint_dir, chunk_rows, raw_properties)
     try:
         inputs = {"edges": {"path": input_path, "version": input_version}}
         result = write_delta(emb.frame, output, metadata={"job": "fastrp", "inputs": inputs, **emb.metadata})

@@ -72,3 +72,57 @@ def validate_edges(raw_edges: DataFrame, cfg, what: str = "fastrp.edges") -> tup
             f"in column {cfg.weight_col!r} (--weight-col)"
         )
     return edges, counts
+
+
+def validate_node_properties(
+    raw: DataFrame, cfg, id_type: T.DataType, what: str = "tables.node_properties"
+) -> tuple[DataFrame, frozenset[str]]:
+    """Check the node property table and return ``(node, columns...)`` (numeric as double) and its string columns.
+
+    Raises:
+        InputError: the id column or a property column is missing, a column is neither a number nor a
+            string, the ids' kind differs from the edges' (string vs integer), an id is null or
+            repeated, or a numeric value is infinite. Null (and NaN) values are allowed: they count 0.
+    """
+    props = cfg.node_properties
+    require_columns(raw, [props.id_col, *props.columns], what)
+    if "node" in props.columns:
+        raise InputError(f"{what}: property column 'node' clashes with the output's node column; rename it")
+    fields = {f.name: f.dataType for f in raw.schema.fields}
+    id_t = fields[props.id_col]
+    if not isinstance(id_t, ID_TYPES) or isinstance(id_t, T.StringType) != isinstance(id_type, T.StringType):
+        raise InputError(
+            f"{what}: id column {props.id_col!r} (fastrp.node_properties.id_col) has type {id_t.simpleString()}; "
+            f"expected {'string' if isinstance(id_type, T.StringType) else 'an integer type'} like the edges' ids"
+        )
+    categorical, selected = set(), [F.col(props.id_col).cast(id_type).alias("node")]
+    for col in props.columns:
+        if isinstance(fields[col], T.StringType):
+            categorical.add(col)
+            selected.append(F.col(col))
+        elif isinstance(fields[col], NUMERIC_TYPES):
+            selected.append(F.col(col).cast("double").alias(col))
+        else:
+            raise InputError(
+                f"{what}: property column {col!r} (fastrp.node_properties.columns) has type "
+                f"{fields[col].simpleString()}; expected a number or a string"
+            )
+    table = raw.select(*selected)
+    infinite = [
+        F.sum((F.abs(F.col(c)) == float("inf")).cast("long")).alias(c) for c in props.columns if c not in categorical
+    ]
+    row = table.agg(
+        F.sum(F.col("node").isNull().cast("long")).alias("__null_ids"),
+        (F.count(F.lit(1)) - F.countDistinct("node")).alias("__repeated_ids"),
+        *infinite,
+    ).head()
+    if row["__null_ids"]:
+        raise InputError(f"{what}: {row['__null_ids']} row(s) have a null id in column {props.id_col!r}")
+    if row["__repeated_ids"]:
+        raise InputError(
+            f"{what}: {row['__repeated_ids']} row(s) repeat an id of column {props.id_col!r}; one row per node"
+        )
+    for col in props.columns:
+        if col not in categorical and row[col]:
+            raise InputError(f"{what}: {row[col]} row(s) have an infinite value in property column {col!r}")
+    return table, frozenset(categorical)

@@ -120,6 +120,11 @@ class Stage:
     compute: Callable[[StageContext], StageOutput]
     input_gates: Mapping[str, Callable[[PipelineConfig], Gate]] = field(default_factory=dict)
     params: Callable[[PipelineConfig], Any] = lambda cfg: None
+    optional_inputs: Mapping[str, Callable[[PipelineConfig], bool]] = field(default_factory=dict)
+
+    def input_names(self, cfg: PipelineConfig) -> tuple[str, ...]:
+        """The tables this run reads: ``inputs``, then each optional input whose predicate holds for ``cfg``."""
+        return self.inputs + tuple(name for name, needed in self.optional_inputs.items() if needed(cfg))
 
 
 @dataclass(frozen=True)
@@ -141,7 +146,7 @@ def check(df: DataFrame, rule: Gate, cfg: PipelineConfig) -> None:
 def read_inputs(spark: SparkSession, cfg: PipelineConfig, stage: Stage) -> tuple[dict[str, DataFrame], dict]:
     """Read and gate the stage's input tables; returns the frames and their Delta versions."""
     frames, versions = {}, {}
-    for name in stage.inputs:
+    for name in stage.input_names(cfg):
         entry = cfg.tables.entry(name)
         versions[name] = delta_version(spark, entry.path) if entry.format == "delta" else None
         # read at the version recorded (lineage names exactly what was read); unchecked until gated
@@ -169,7 +174,7 @@ def run_stage(spark: SparkSession, cfg: PipelineConfig, stage: Stage) -> StageRe
         ctx = StageContext(spark, cfg, frames, versions, bases)
         written: dict[str, WriteResult] = {}
         try:
-            with reading(f"an input of stage {stage.name} ({', '.join(stage.inputs)})"):
+            with reading(f"an input of stage {stage.name} ({', '.join(stage.input_names(cfg))})"):
                 out = stage.compute(ctx)
                 ctx.deferred.extend(out.release)
                 unknown = set(out.outputs) - set(stage.outputs)
@@ -181,7 +186,7 @@ def run_stage(spark: SparkSession, cfg: PipelineConfig, stage: Stage) -> StageRe
                         "format": cfg.tables.entry(name).format,
                         "version": versions[name],
                     }
-                    for name in stage.inputs
+                    for name in stage.input_names(cfg)
                 }
                 for output in out.outputs.values():
                     for rule in output.gates:

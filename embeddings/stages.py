@@ -4,7 +4,7 @@
     vocab        clicks -> vocab            (stable ids; see vocabulary.py)
     encode       clicks + vocab -> encoded
     build_graph  clicks -> edges            (the interaction graph; see graph.py)
-    fastrp       edges -> embeddings        (see fastrp_run.py)
+    fastrp       edges [+ node_properties] -> embeddings  (see fastrp_run.py)
     score   score_rows -> scores       (a registered MLflow model)
     retrieve     embeddings + edges -> candidates  (top-K per query node; see retrieval.py)
 
@@ -272,7 +272,13 @@ def compute_fastrp(ctx: StageContext) -> StageOutput:
     cfg, f = ctx.cfg, ctx.cfg.fastrp
     check_dim_unchanged(ctx.read_metadata("embeddings"), f, cfg.tables.path("embeddings"))
     started = time.time()
-    emb = embed(ctx.spark, ctx.frames["edges"], f, checkpoint_dir=cfg.spark.checkpoint_dir)
+    emb = embed(
+        ctx.spark,
+        ctx.frames["edges"],
+        f,
+        checkpoint_dir=cfg.spark.checkpoint_dir,
+        raw_properties=ctx.frames.get("node_properties"),
+    )
     max_norm = None if f.standardize else f.self_influence + sum(abs(w) for w in f.iteration_weights) + 1e-3
     output = Output(emb.frame, [Gate("embeddings", dict(dim=f.dim, max_norm=max_norm))], emb.metadata)
 
@@ -302,6 +308,7 @@ FASTRP = Stage(
     compute=compute_fastrp,
     input_gates={"edges": edges_gate},
     params=lambda cfg: {"fastrp": cfg.fastrp},
+    optional_inputs={"node_properties": lambda cfg: cfg.fastrp.node_properties is not None},
 )
 
 

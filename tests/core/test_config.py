@@ -187,3 +187,35 @@ def test_a_graph_feature_that_is_no_node_column_needs_its_prefix():
         cfg.train_inputs()
     with_prefix = load_config(["--set", "train.graph_features={C3: {prefix: 'shop:'}}"])
     assert with_prefix.train_inputs().graph_prefixes == {"C3": "shop:"}
+
+
+PROPS = "fastrp.node_properties={columns: [age, kind]}"
+PROPERTY_REFUSALS = {
+    "a ratio without properties": (["fastrp.property_ratio=0.25"], "fastrp.node_properties is not set"),
+    "properties without a ratio": ([PROPS, "tables.node_properties={path: props}"], "fastrp.property_ratio is 0"),
+    "a ratio that leaves 0 dims": (
+        [PROPS, "fastrp.property_ratio=0.01", "tables.node_properties={path: props}"],
+        r"leaves 0 property dimensions \(int\(dim \* ratio\)\)",
+    ),
+    "a ratio above 1": (["fastrp.property_ratio=1.5"], "fastrp.property_ratio"),
+    "no columns": (["fastrp.node_properties={columns: []}", "fastrp.property_ratio=0.5"], "node_properties.columns"),
+    "a repeated column": (
+        ["fastrp.node_properties={columns: [age, age]}", "fastrp.property_ratio=0.5"],
+        "columns has duplicates",
+    ),
+    "properties without their table": ([PROPS, "fastrp.property_ratio=0.5"], "tables.node_properties .* is not"),
+}
+
+
+@pytest.mark.parametrize("case", PROPERTY_REFUSALS, ids=list(PROPERTY_REFUSALS))
+def test_node_property_settings_that_cannot_work_are_refused_at_load(case):
+    sets, message = PROPERTY_REFUSALS[case]
+    with pytest.raises(ConfigError, match=message):
+        load_config([arg for s in sets for arg in ("--set", s)], section="fastrp")
+
+
+def test_node_properties_with_their_table_and_a_ratio_load_and_the_whole_dim_may_be_theirs():
+    sets = [PROPS, "fastrp.property_ratio=1.0", "tables.node_properties={path: graph/props, format: parquet}"]
+    cfg = load_config([arg for s in sets for arg in ("--set", s)], section="fastrp")
+    assert cfg.fastrp.node_properties.columns == ["age", "kind"] and cfg.fastrp.node_properties.id_col == "node"
+    assert cfg.tables.entry("node_properties").path == "data/graph/props"

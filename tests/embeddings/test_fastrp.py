@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 from sklearn.preprocessing import normalize, scale
 
-from core.config import FastRPConfig
+from core.config import FastRPConfig, NodePropertiesConfig
 from embeddings import fastrp as fr
 
 
@@ -206,3 +209,112 @@ def test_the_blockwise_e_update_equals_adding_weighted_normalised_rows():
     want = (e.astype(np.float64) + 2.5 * fr.row_normalize(x)).astype(np.float32)
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+# --------------------------------------------------------------------------- node properties
+
+
+def _props_params(**kw) -> fr.FastRPParams:
+    base = dict(dim=8, property_dim=4, iteration_weights=(1.0,), normalization_strength=0.0, sparsity=1.0)
+    return _params(**{**base, **kw})
+
+
+def _path_properties() -> fr.NodeProperties:
+    """Path 1-2-3 plus node 9 (no edges): age 2 / null / - / 1 and kind a / b / - / a; node 3 has no row."""
+    values = pd.DataFrame({"age": [2.0, np.nan, 1.0], "kind": ["a", "b", "a"]})
+    return fr.NodeProperties(np.array([1, 2, 9]), values, frozenset({"kind"}))
+
+
+def test_initial_vectors_and_embeddings_with_properties_are_the_hand_computed_ones():
+    # given the path 1-2-3 (undirected), node 9 with properties but no edges, d_p = 4 of D = 8
+    params = _props_params(self_influence=0.5, standardize=False)
+    seed = params.seed
+    # the rows of the projection: Q_age, Q_kind=a, Q_kind=b (sparsity 3, 4 dims) and each node's own 4 dims
+    q_age = fr.random_projection(fr.property_keys("age"), 4, 3.0, seed)[0]
+    q_a, q_b = fr.random_projection(fr.property_keys("kind", ["a", "b"]), 4, 3.0, seed)
+    base = fr.random_projection(fr.node_keys(np.array([1, 2, 3])), 4, 1.0, seed)
+    assert q_age.any() and q_a.any() and q_b.any() and not np.array_equal(q_a, q_b)  # the seed draws non-zero rows
+    r = np.stack(
+        [
+            np.concatenate([2.0 * q_age + q_a, base[0]]),  # node 1: age 2, kind a
+            np.concatenate([q_b, base[1]]),  # node 2: age null (0), kind b
+            np.concatenate([np.zeros(4), base[2]]),  # node 3: no property row
+        ]
+    )
+    graph_values = pd.DataFrame({"age": [2.0, np.nan, np.nan], "kind": ["a", "b", None]})
+    np.testing.assert_array_equal(
+        fr.initial_projection(fr.node_keys(np.array([1, 2, 3])), params, graph_values, frozenset({"kind"})), r
+    )
+    # P of the path: 1 -> 2, 2 -> (1 + 3) / 2, 3 -> 2; one iteration of weight 1; self influence 0.5
+    x1 = np.stack([r[1], (r[0] + r[2]) / 2, r[1]])
+    expected = 0.5 * normalize(r) + normalize(x1)
+    # node 9 (edgeless): (0.5 + 1) * l2([1 * Q_age + Q_a | 0])
+    p9 = q_age + q_a
+    expected_9 = np.concatenate([1.5 * p9 / np.linalg.norm(p9), np.zeros(4)])
+    # when
+    nodes, e = fr.embed_edge_list(np.array([1, 2]), np.array([2, 3]), None, params, properties=_path_properties())
+    # then the graph's nodes come first (sorted), then the edgeless one
+    assert nodes.tolist() == [1, 2, 3, 9]
+    np.testing.assert_allclose(e[:3], expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(e[3], expected_9, rtol=0, atol=1e-12)
+
+
+def test_without_node_properties_the_output_is_todays_bit_for_bit():
+    # given a graph embedded by a config without properties (property_ratio 0), with and without a property table
+    src, dst = _ring_with_chords()
+    cfg = FastRPConfig(dim=16, iteration_weights=[1.0, 2.0], self_influence=0.3, seed=5)
+    props = fr.NodeProperties(np.arange(30), pd.DataFrame({"age": np.arange(30.0)}))
+    nodes, plain = fr.embed_edge_list(src, dst, None, cfg)
+    _, ignored = fr.embed_edge_list(src, dst, None, cfg, properties=props)
+    # then both equal the run with today's projection R (random_projection of the node keys, all D columns)
+    params = fr.FastRPParams.from_config(cfg, len(nodes))
+    assert params.property_dim == 0
+    todays_r = fr.random_projection(fr.node_keys(nodes), 16, params.sparsity, 5)
+    _, today = fr.embed_edge_list(src, dst, None, cfg, projection=todays_r)
+    np.testing.assert_array_equal(plain, today)
+    np.testing.assert_array_equal(ignored, today)
+    np.testing.assert_array_equal(fr.initial_projection(fr.node_keys(nodes), params), todays_r)
+
+
+def test_an_edgeless_node_gets_only_its_property_part_and_one_with_every_property_missing_gets_zero():
+    # given no self influence and nodes 9 and 10 in the property table only
+    params = _props_params(standardize=False, iteration_weights=(1.0, 2.0))
+    props = fr.NodeProperties(np.array([9, 10]), pd.DataFrame({"age": [3.0, np.nan]}))
+    nodes, e = fr.embed_edge_list(np.array([1]), np.array([2]), None, params, properties=props)
+    # then node 9 (edgeless, age 3) gets (0 + 1 + 2) * l2(3 Q_age) in the property dims and 0 elsewhere
+    q_age = fr.random_projection(fr.property_keys("age"), 4, 3.0, params.seed)[0]
+    assert nodes.tolist() == [1, 2, 9, 10]
+    np.testing.assert_allclose(e[2], np.concatenate([3.0 * q_age / np.linalg.norm(q_age), np.zeros(4)]))
+    # and node 10 (edgeless, every property missing) is there with a zero vector
+    assert not e[3].any()
+
+
+def test_property_rows_depend_on_the_column_and_value_not_on_the_node_and_a_seed_fixes_the_output():
+    # given two nodes with the same properties
+    params = _props_params(standardize=True)
+    values = pd.DataFrame({"age": [1.5, 1.5, -2.0], "kind": ["x", "x", "y"]})
+    keys = fr.node_keys(np.array([4, 7, 8]))
+    r = fr.initial_projection(keys, params, values, frozenset({"kind"}))
+    # then their property parts are equal and their own parts differ
+    np.testing.assert_array_equal(r[0, :4], r[1, :4])
+    assert not np.array_equal(r[0, 4:], r[1, 4:])
+    # and a run is a function of the seed: the same seed gives the same bits, another seed other vectors
+    src, dst = _ring_with_chords()
+    props = fr.NodeProperties(np.arange(0, 40, 2), pd.DataFrame({"age": np.arange(20.0), "kind": list("abcd") * 5}))
+    props = fr.NodeProperties(props.ids, props.values, frozenset({"kind"}))
+    _, a = fr.embed_edge_list(src, dst, None, params, properties=props)
+    _, b = fr.embed_edge_list(src, dst, None, params, properties=props)
+    _, c = fr.embed_edge_list(src, dst, None, dataclasses.replace(params, seed=8), properties=props)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 0.1
+
+
+def test_the_whole_dim_may_come_from_properties_as_gds_allows():
+    # given property_ratio 1 (d_p = D): R is the property part alone
+    cfg = FastRPConfig(
+        dim=4, iteration_weights=[1.0], property_ratio=1.0, node_properties=NodePropertiesConfig(columns=["age"])
+    )
+    params = fr.FastRPParams.from_config(cfg, 3)
+    r = fr.initial_projection(fr.node_keys(np.array([1, 2])), params, pd.DataFrame({"age": [1.0, -1.0]}))
+    q_age = fr.random_projection(fr.property_keys("age"), 4, 3.0, cfg.seed)[0]
+    np.testing.assert_array_equal(r, np.stack([q_age, -q_age]))

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from core.cli import run
-from core.config import FastRPConfig
+from core.config import FastRPConfig, NodePropertiesConfig
 from core.errors import InputError
 from embeddings import fastrp as fr
 from embeddings.fastrp_run import run_fastrp, runs_path
@@ -58,7 +58,7 @@ def read_embeddings(spark, path) -> dict:
     }
 
 
-def spark_embed(spark, tmp_path, pdf, name: str, partitions: int = 1, **cfg) -> dict:
+def spark_embed(spark, tmp_path, pdf, name: str, partitions: int = 1, raw_properties: str | None = None, **cfg) -> dict:
     edges = write_edges(spark, pdf, tmp_path / f"{name}_edges", partitions)
     config = FastRPConfig(src_col="s", dst_col="d", weight_col="w", block_size=16, **cfg)
     run_fastrp(
@@ -68,6 +68,7 @@ def spark_embed(spark, tmp_path, pdf, name: str, partitions: int = 1, **cfg) -> 
         str(tmp_path / "ckpt"),
         output=str(tmp_path / name),
         chunk_rows=3,
+        raw_properties=spark.read.format("delta").load(raw_properties) if raw_properties else None,
     )
     return read_embeddings(spark, tmp_path / name)
 
@@ -358,3 +359,123 @@ def test_the_job_gates_its_input_and_output_and_tracks_the_run(good_run):
     assert run_.data.params["input.edges.delta_version"] == "0"
     assert run_.data.params["output.embeddings.delta_version"] == str(good_run["version"])
     assert run_.data.params["fastrp.dim"] == "12"
+
+
+# --------------------------------------------------------------------------- node properties
+
+PROPERTIES = dict(
+    dim=8,
+    iteration_weights=[1.0, 2.0],
+    normalization_strength=-0.5,
+    self_influence=0.2,
+    standardize=True,
+    property_ratio=0.5,
+    node_properties=NodePropertiesConfig(id_col="id", columns=["age", "kind", "visits"]),
+    seed=3,
+)
+
+
+def property_table(graph_nodes: list[str]) -> pd.DataFrame:
+    """Every other graph node plus three with no edges; a double, a string and an integer column, with nulls."""
+    ids = graph_nodes[::2] + ["node-500", "node-501", "node-502"]
+    rng = np.random.default_rng(1)
+    n = len(ids)
+    age = pd.Series(rng.random(n) * 50).mask(np.arange(n) % 5 == 1)
+    kind = pd.Series(rng.choice(["a", "b", "c"], n), dtype=object).mask(np.arange(n) % 4 == 2, None)
+    visits = pd.array(rng.integers(0, 9, n), dtype="Int64")
+    visits[np.arange(n) % 6 == 3] = pd.NA
+    return pd.DataFrame({"id": ids, "age": age, "kind": kind, "visits": visits})
+
+
+@pytest.fixture(scope="module")
+def property_runs(spark, tmp_path_factory):
+    """A weighted undirected graph with string ids and a property table, by the Spark engine and the reference."""
+    tmp_path = tmp_path_factory.mktemp("fastrp_properties")
+    pdf = random_edges(13, string_ids=True, weighted=True)
+    nodes = sorted(set(pdf["s"]) | set(pdf["d"]))
+    props = property_table(nodes)
+    props_path = str(tmp_path / "props")
+    spark.createDataFrame(props).repartition(2).write.format("delta").save(props_path)
+    got = spark_embed(
+        spark, tmp_path, pdf, "emb", partitions=2, num_partitions=2, raw_properties=props_path, **PROPERTIES
+    )
+    values = props[["age", "kind", "visits"]].astype({"visits": "float64"})
+    expected_nodes, expected = fr.embed_edge_list(
+        pdf["s"].to_numpy(),
+        pdf["d"].to_numpy(),
+        pdf["w"].to_numpy(),
+        FastRPConfig(**PROPERTIES),
+        properties=fr.NodeProperties(props["id"].to_numpy(), values, frozenset({"kind"})),
+    )
+    return {"got": got, "nodes": expected_nodes, "expected": expected, "pdf": pdf, "props": props_path}
+
+
+def test_spark_engine_with_node_properties_matches_the_local_reference(property_runs):
+    # given properties on half the nodes (nulls among them) and three nodes with properties but no edges
+    nodes, expected = property_runs["nodes"], property_runs["expected"]
+    assert {"node-500", "node-501", "node-502"} <= set(nodes.tolist())
+    # then the Spark engine gives the reference's vectors, the edgeless nodes included
+    assert _worst_difference(property_runs["got"], nodes, expected) < TOLERANCE
+
+
+def test_the_job_reads_the_node_property_table_from_the_catalog(spark, tmp_path, tmp_job_flags, property_runs):
+    # given the job, its local engine, and the property table as tables.node_properties
+    edges = write_edges(spark, property_runs["pdf"], tmp_path / "edges")
+    flags = [
+        *tmp_job_flags(tmp_path),
+        *("--edges", edges, "--src-col", "s", "--dst-col", "d", "--weight-col", "w", "--engine", "local"),
+        *("--output", str(tmp_path / "emb"), "--block-size", "16"),
+        *("--dim", "8", "--iteration-weights", "1,2", "--normalization-strength", "-0.5", "--standardize"),
+        *("--set", "fastrp.self_influence=0.2", "--set", "fastrp.seed=3", "--set", "fastrp.property_ratio=0.5"),
+        *("--set", "fastrp.node_properties={id_col: id, columns: [age, kind, visits]}"),
+        *("--set", f"tables.node_properties={{path: {property_runs['props']}}}"),
+    ]
+    spec = importlib.util.spec_from_file_location("fastrp_job", JOB)
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    assert run(job.main, flags) == 0
+    # then it gives the Spark engine's vectors and names the property table among its inputs
+    got = read_embeddings(spark, tmp_path / "emb")
+    assert max(np.abs(got[n] - v).max() for n, v in property_runs["got"].items()) < TOLERANCE
+    meta = json.loads(spark.sql(f"DESCRIBE HISTORY delta.`{tmp_path / 'emb'}`").head()["userMetadata"])
+    assert meta["inputs"]["node_properties"]["path"] == property_runs["props"]
+    assert meta["num_edgeless_nodes"] == 3
+
+
+BAD_PROPERTIES = {
+    "a missing property column": ("id string, age double", ["age", "kind"], "missing column(s) ['kind']"),
+    "a missing id column": ("node_id string, age double", ["age"], "missing column(s) ['id']"),
+    "a column neither number nor string": (
+        "id string, age double, flag boolean",
+        ["age", "flag"],
+        "property column 'flag' (fastrp.node_properties.columns) has type boolean",
+    ),
+    "integer ids for string edge ids": ("id long, age double", ["age"], "id column 'id'"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_PROPERTIES, ids=list(BAD_PROPERTIES))
+def test_a_bad_node_property_table_is_an_input_error_naming_the_table_and_column(spark, case):
+    from pyspark.sql import types as T
+
+    from embeddings.fastrp_validate import validate_node_properties
+
+    schema, columns, message = BAD_PROPERTIES[case]
+    cfg = FastRPConfig(property_ratio=0.5, node_properties=NodePropertiesConfig(id_col="id", columns=columns))
+    with pytest.raises(InputError) as err:
+        validate_node_properties(spark.createDataFrame([], schema), cfg, T.StringType())
+    assert str(err.value).startswith("tables.node_properties: ") and message in str(err.value)
+
+
+def test_repeated_ids_and_infinite_values_in_the_property_table_are_refused(spark):
+    from pyspark.sql import types as T
+
+    from embeddings.fastrp_validate import validate_node_properties
+
+    cfg = FastRPConfig(property_ratio=0.5, node_properties=NodePropertiesConfig(id_col="id", columns=["age"]))
+    repeated = spark.createDataFrame([("a", 1.0), ("a", 2.0)], "id string, age double")
+    with pytest.raises(InputError, match="1 row\\(s\\) repeat an id of column 'id'"):
+        validate_node_properties(repeated, cfg, T.StringType())
+    infinite = spark.createDataFrame([("a", float("inf")), ("b", None)], "id string, age double")
+    with pytest.raises(InputError, match="infinite value in property column 'age'"):
+        validate_node_properties(infinite, cfg, T.StringType())
