@@ -32,10 +32,23 @@ from ctr_quality import SPARK, sh, tables, train, write_rows  # noqa: E402
 
 PY = sys.executable
 SPLIT = ["--set", "train.split={kind: time, valid_fraction: 0.1, test_fraction: 0.1}"]
-RECIPES = {  # conf/local.yaml's train section (DCN, D=16, 2 epochs) without graph features, and variants
+RECIPES = {  # conf/local.yaml's train section (DCN + wide, D=32, 1 epoch) without graph features, and variants
     "default": [],
-    "default+wide": ["--set", "train.model.wide=true"],
-    "deepfm": ["--set", "train.model={kind: deepfm}"],
+    "default-wide": ["--set", "train.model.wide=false"],
+    "deepfm": ["--set", "train.model.kind=deepfm"],
+    "previous_default": [  # the default before the shapes bench (DCN, D=16, 2 epochs, the code's lrs)
+        a
+        for kv in (
+            "train.model={kind: dcn, wide: false}",
+            "train.embedding_dim=16",
+            "train.epochs=2",
+            "train.embedding_lr=0.05",
+            "train.dense_lr=0.001",
+            "train.embedding_l2=0.0",
+            "train.eval_every=null",
+        )
+        for a in ("--set", kv)
+    ],
     "tuned": None,  # jobs/tune.py's best layer for the shape (conf/local.yaml's space, --tune-trials trials)
 }
 
@@ -243,7 +256,12 @@ def shape_flags(shape: str, args) -> tuple[Path, dict[str, str], list[str], list
 
 
 def averages(rows: list[dict], shapes: list[str]) -> dict[str, float]:
-    """Mean test AUC per method over ``shapes`` (methods measured on every one of them only)."""
+    """Mean test AUC per method over ``shapes`` (methods measured on every one of them only).
+
+    A shape's own tuned layer counts as its ``layer_of_<shape>`` too, so each layer_of row is one
+    fixed recipe over every shape, comparable with the default's.
+    """
+    rows = [*rows, *({**r, "method": f"layer_of_{r['shape']}"} for r in rows if r["method"] == "tuned")]
     out = {}
     for m in dict.fromkeys(r["method"] for r in rows):
         vals = [r["test_auc"] for r in rows if r["method"] == m and r["shape"] in shapes and r["test_auc"] is not None]
