@@ -244,9 +244,14 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def shape_root(shape: str, args) -> Path:
+    """The shape's data folder (absolute: ``tables.root`` prefixes relative table paths)."""
+    return Path(args.data_root).resolve() / f"{shape}_{args.num_rows}_{args.seed}"
+
+
 def shape_flags(shape: str, args) -> tuple[Path, dict[str, str], list[str], list[str], list[str]]:
     """(root, table paths, categorical columns, flags of a training run, flags of a tuning run) of ``shape``."""
-    root = Path(args.data_root).resolve() / f"{shape}_{args.num_rows}_{args.seed}"  # tables.root prefixes paths
+    root = shape_root(shape, args)
     paths, schema, cats = ensure_shape(root, shape, args.num_rows, args.seed)
     same = [*schema, *SPLIT, "--set", "train.graph_features={}", "--set", f"tables.root={root}"]
     data = ["--input", paths["encoded"], "--vocab", paths["vocab"], "--oracle", paths["oracle"]]
@@ -325,7 +330,7 @@ def main(argv=None) -> int:
         for shape in shapes:
             root, _, _, common, _ = shape_flags(shape, args)
             for source in shapes:
-                best = shape_flags(source, args)[0] / "tune" / "best.yaml"
+                best = shape_root(source, args) / "tune" / "best.yaml"
                 if source != shape and best.exists():
                     measure(
                         shape,
