@@ -1,15 +1,24 @@
-"""FastRP speed: Spark engine (local[2]) vs the scipy reference on random power-law graphs, JSON + PNG.
+"""FastRP speed: the Spark job as a process beside plain scipy and the Rust ``fastrp`` package, JSON + PNG.
 
-    python bench/fastrp_speed.py --sizes 1e5,1e6          # quick
-    python bench/fastrp_speed.py --sizes 1e5,1e6,1e7      # the issue's range
+    python bench/fastrp_speed.py --sizes 1e5,1e6 --rust-python /tmp/rustfrp/bin/python      # quick
+    python bench/fastrp_speed.py --sizes 1e5,1e6,1e7 --rust-python /tmp/rustfrp/bin/python  # the issue's range
 
-Graph of M edges: N = M / 10 nodes, both endpoints drawn with P(node i) ~ (i + 1)^-0.8 (a
-power-law degree tail), ids permuted longs, undirected, unweighted; written to Parquet first.
-Each size runs both engines in the same run, each in a fresh child process (so a peak belongs to
-one engine alone): seconds (Spark: validate, index, blocks, iterations, Delta write, not the
-session start; local: the same formulas on arrays already in memory, plus the Parquet read timed
-apart), edges per second, and peak memory sampled every 0.1 s: the Python driver's RSS, the
-Spark JVM's RSS (driver and executor are one JVM under local[*]) and its Python workers' RSS.
+(the Rust package lives in its own environment: bench/rust-requirements.txt says how.) Graph of M
+edges: N = M / 10 nodes, both endpoints drawn with P(node i) ~ (i + 1)^-0.8 (a power-law degree
+tail), ids permuted longs, undirected, unweighted; written to Parquet first. Per size, each engine
+in its own fresh process, one after the other (so a peak belongs to one engine alone):
+
+- job: ``jobs/fastrp.py --master local[2]`` from the Parquet file to its Delta table, gated and
+  tracked, timed as a whole process (JVM start included): what a user waits for;
+- spark: the engine in-process, session start not timed, with its phase split (validate, index,
+  blocks, each iteration, write) and the iterations alone;
+- local: our scipy reference (float64) on arrays already in memory, the Parquet read timed apart;
+- scipy, rust: bench/fastrp_baselines.py, what a user would write with plain scipy (float32, one
+  thread) or the Rust package, each timed as a whole process.
+
+Peak memory is sampled every 0.1 s over each process tree: the Python driver, the Spark JVM
+(driver and executor are one JVM under local[*]) and its Python workers, and their sum.
+``ratio_job_over_scipy`` / ``ratio_job_over_rust`` are the issue's targets (<= 1.5 / <= 4 at 1e7).
 """
 
 from __future__ import annotations
@@ -28,28 +37,39 @@ import numpy as np
 import pandas as pd
 import psutil
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 class PeakMemory:
-    """Samples RSS of this process, the JVM child and the JVM's Python workers; peaks per phase."""
+    """Samples RSS of a process (default: this one), its JVM child and the JVM's Python workers; peaks per phase."""
 
-    def __init__(self, interval: float = 0.1):
+    def __init__(self, interval: float = 0.1, root: psutil.Process | None = None):
         self.interval, self.peaks, self.phase = interval, {}, None
+        self.root = root or psutil.Process()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _sample(self) -> dict:
-        me = psutil.Process()
-        driver = me.memory_info().rss
+        try:
+            driver = self.root.memory_info().rss
+            children = self.root.children(recursive=False)
+        except psutil.Error:  # the process is gone
+            return {"python_driver_rss": 0, "jvm_rss": 0, "python_workers_rss": 0, "total_rss": 0}
         jvm = workers = 0
-        for child in me.children(recursive=False):
+        for child in children:
             try:
                 if "java" in child.name():
                     jvm += child.memory_info().rss
                     workers += sum(p.memory_info().rss for p in child.children(recursive=True))
             except psutil.Error:
                 pass
-        return {"python_driver_rss": driver, "jvm_rss": jvm, "python_workers_rss": workers}
+        return {
+            "python_driver_rss": driver,
+            "jvm_rss": jvm,
+            "python_workers_rss": workers,
+            "total_rss": driver + jvm + workers,
+        }
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -113,6 +133,7 @@ def run_spark(path: Path, cfg, memory: PeakMemory, args, work: Path) -> dict:
             shuffle_partitions=4,
             driver_memory=args.driver_memory,
             checkpoint_dir=str(work / "ckpt"),
+            conf=dict(kv.split("=", 1) for kv in args.conf),
         )
     )
     try:
@@ -133,6 +154,82 @@ def run_spark(path: Path, cfg, memory: PeakMemory, args, work: Path) -> dict:
     row["spark_seconds_by_phase"] = meta["seconds_by_phase"]
     row["num_blocks"], row["block_size"] = meta["num_blocks"], meta["block_size"]
     return row
+
+
+def run_process(name: str, command: list[str]) -> dict:
+    """One whole process as a user waits for it: wall seconds, peak RSS of its tree, its last JSON line."""
+    started = time.time()
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    memory = PeakMemory(root=psutil.Process(child.pid))
+    memory.start(name)
+    out, err = child.communicate()
+    seconds = time.time() - started
+    peak = memory.stop()
+    memory.close()
+    if child.returncode != 0:
+        raise RuntimeError(f"{name} exited {child.returncode}: {err[-2000:]}")
+    return {
+        f"{name}_process_seconds": seconds,
+        f"{name}_peak": peak,
+        f"{name}_report": json.loads(out.strip().splitlines()[-1]),
+    }
+
+
+def job_command(args, path: Path, work: Path) -> list[str]:
+    """``jobs/fastrp.py`` on the edge file, everything it writes (Delta, MLflow, GX, checkpoints) under ``work``."""
+    root = work / f"job_{path.stem}"
+    return [
+        sys.executable,
+        str(REPO / "jobs" / "fastrp.py"),
+        "--master",
+        args.master,
+        "--edges",
+        str(path),
+        "--edges-format",
+        "parquet",
+        "--output",
+        str(root / "fastrp"),
+        "--dim",
+        str(args.dim),
+        "--iteration-weights",
+        ",".join(["1"] * args.iterations),
+        "--normalization-strength",
+        "-0.5",
+        "--checkpoint",
+        args.checkpoint,
+        *(["--block-size", str(args.block_size)] if args.block_size else []),
+        "--set",
+        "fastrp.weight_col=null",
+        "--set",
+        f"tables.root={root}",
+        "--set",
+        f"spark.driver_memory={args.driver_memory}",
+        "--set",
+        "spark.shuffle_partitions=4",
+        "--set",
+        f"spark.checkpoint_dir={root / 'checkpoints'}",
+        "--set",
+        f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
+        "--set",
+        f"quality.output={root / 'quality'}",
+    ]
+
+
+def baseline_command(python: str, engine: str, args, path: Path) -> list[str]:
+    """bench/fastrp_baselines.py under ``python`` (the project's for scipy, the bench's own env for rust)."""
+    script = str(REPO / "bench" / "fastrp_baselines.py")
+    return [
+        python,
+        script,
+        "--engine",
+        engine,
+        "--edges",
+        str(path),
+        "--dim",
+        str(args.dim),
+        "--iterations",
+        str(args.iterations),
+    ]
 
 
 def one_engine(args) -> int:
@@ -166,8 +263,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--block-size", type=int, default=None, help="nodes per block (default: the engine's, by N and D)"
     )
-    parser.add_argument("--checkpoint", choices=["reliable", "local"], default="reliable")
-    parser.add_argument("--engines", default="local,spark", help="which engines to run, comma separated")
+    parser.add_argument("--checkpoint", choices=["reliable", "local", "none"], default="reliable")
+    parser.add_argument("--conf", action="append", default=[], help="extra Spark setting key=value (repeatable)")
+    parser.add_argument(
+        "--engines",
+        default="job,spark,local,scipy,rust",
+        help="comma separated: job (jobs/fastrp.py as a process), spark (the engine in-process, phases), local "
+        "(the reference), scipy (plain scipy), rust (the fastrp package, needs --rust-python)",
+    )
+    parser.add_argument(
+        "--rust-python", default=None, help="python of an environment with bench/rust-requirements.txt installed"
+    )
     parser.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir)")
     parser.add_argument("--out", default="bench/results/fastrp_speed.json")
     parser.add_argument("--plot", default=None, help="PNG path (default: --out with .png)")
@@ -198,11 +304,24 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.block_size:
         passthrough += ["--block-size", str(args.block_size)]
+    for kv in args.conf:
+        passthrough += ["--conf", kv]
     results = []
     for m in sizes:
         power_law_edges(m, seed=m).to_parquet(work / f"edges_{m}.parquet", index=False)
         row = {"edges": m}
         for engine in engines:  # each engine in its own process: peak memory is that engine's alone
+            edges = work / f"edges_{m}.parquet"
+            if engine == "job":
+                row.update(run_process("job", job_command(args, edges, work)))
+                continue
+            if engine in ("scipy", "rust"):
+                python = sys.executable if engine == "scipy" else args.rust_python
+                if python is None:
+                    print("rust: skipped (no --rust-python; see bench/rust-requirements.txt)", file=sys.stderr)
+                    continue
+                row.update(run_process(engine, baseline_command(python, engine, args, edges)))
+                continue
             child = subprocess.run(
                 [sys.executable, __file__, *passthrough, "--child-engine", engine, "--child-size", str(m)],
                 check=True,
@@ -210,10 +329,16 @@ def main(argv: list[str] | None = None) -> int:
                 text=True,
             )
             row.update(json.loads(child.stdout.strip().splitlines()[-1]))
+        if "spark_seconds_by_phase" in row:
+            phases = row["spark_seconds_by_phase"]
+            row["spark_iteration_seconds"] = sum(v for k, v in phases.items() if k.startswith("iteration_"))
         if "spark_seconds" in row:
             row["spark_edges_per_second"] = m / row["spark_seconds"]
         if "local_seconds" in row:
             row["local_edges_per_second"] = m / row["local_seconds"]
+        for peer in ("scipy", "rust"):
+            if "job_process_seconds" in row and f"{peer}_process_seconds" in row:
+                row[f"ratio_job_over_{peer}"] = row["job_process_seconds"] / row[f"{peer}_process_seconds"]
         if "spark_seconds" in row and "local_seconds" in row:
             row["ratio_spark_over_local"] = row["spark_seconds"] / row["local_seconds"]
             row["ratio_spark_over_local_incl_read"] = row["spark_seconds"] / (
@@ -236,38 +361,42 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    if "spark_seconds" in results[0] and "local_seconds" in results[0]:
+    if results:
         plot(results, Path(args.plot) if args.plot else out.with_suffix(".png"))
     return 0
 
 
+SERIES = {  # row key of seconds, row key of the peak, label
+    "job": ("job_process_seconds", "job_peak", "jobs/fastrp.py local[2] (process)"),
+    "spark": ("spark_seconds", "spark_peak", "Spark engine, session started"),
+    "iterations": ("spark_iteration_seconds", None, "Spark iterations only"),
+    "local": ("local_seconds", "local_peak", "our local engine (scipy, float64)"),
+    "scipy": ("scipy_process_seconds", "scipy_peak", "plain scipy float32 (process)"),
+    "rust": ("rust_process_seconds", "rust_peak", "Rust fastrp 0.1.1 (process)"),
+}
+
+
 def plot(results: list[dict], path: Path) -> None:
-    """Seconds and peak memory against edges, both engines, log-log."""
+    """Seconds and peak RSS (whole process tree) against edges, every engine that ran, log-log."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    m = [r["edges"] for r in results]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    ax1.loglog(m, [r["spark_seconds"] for r in results], "o-", label="Spark local[2]")
-    ax1.loglog(m, [r["local_seconds"] for r in results], "s-", label="scipy reference")
-    ax1.set_xlabel("edges"), ax1.set_ylabel("seconds"), ax1.legend(), ax1.grid(True, which="both", alpha=0.3)
     gib = 1 << 30
-    ax2.semilogx(
-        m, [r["spark_peak"].get("python_driver_rss", 0) / gib for r in results], "o-", label="Spark: Python driver"
-    )
-    ax2.semilogx(
-        m, [r["spark_peak"].get("jvm_rss", 0) / gib for r in results], "^-", label="Spark: JVM (driver+executor)"
-    )
-    ax2.semilogx(
-        m, [r["spark_peak"].get("python_workers_rss", 0) / gib for r in results], "v-", label="Spark: Python workers"
-    )
-    ax2.semilogx(
-        m, [r["local_peak"].get("python_driver_rss", 0) / gib for r in results], "s-", label="scipy reference process"
-    )
-    ax2.set_xlabel("edges"), ax2.set_ylabel("peak RSS (GiB)"), ax2.legend(fontsize=8), ax2.grid(True, alpha=0.3)
-    fig.suptitle("FastRP, d=128, 3 iterations")
+    for seconds_key, peak_key, label in SERIES.values():
+        rows = [r for r in results if seconds_key in r]
+        if not rows:
+            continue
+        m = [r["edges"] for r in rows]
+        ax1.loglog(m, [r[seconds_key] for r in rows], "o-", label=label)
+        if peak_key:
+            ax2.semilogx(m, [r[peak_key].get("total_rss", 0) / gib for r in rows], "o-", label=label)
+    ax1.set_xlabel("edges"), ax1.set_ylabel("seconds"), ax1.legend(fontsize=7), ax1.grid(True, which="both", alpha=0.3)
+    ax2.set_xlabel("edges"), ax2.set_ylabel("peak RSS, all processes (GiB)"), ax2.legend(fontsize=7)
+    ax2.grid(True, alpha=0.3)
+    fig.suptitle("FastRP on power-law graphs, 2 cores")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

@@ -276,8 +276,10 @@ class FastRPConfig(StrictModel):
     block_size: PositiveInt | None = Field(
         default=None, description="nodes per block of the Spark engine; default: blocks of <= 256 MiB of float32 X"
     )
-    checkpoint: Literal["reliable", "local"] = Field(
-        default="reliable", description="per-iteration lineage cut: reliable (files, survives lost executors) or local"
+    checkpoint: Literal["reliable", "local", "none"] = Field(
+        default="reliable",
+        description="per-iteration lineage cut: reliable (files, survives lost executors), local, or none "
+        "(no write; a lost cached block recomputes from the first iteration)",
     )
     allow_dim_change: bool = Field(
         default=False,

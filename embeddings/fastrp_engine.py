@@ -14,9 +14,12 @@ The maths lives in :mod:`embeddings.fastrp`; this module only moves blocks aroun
   iteration is one shuffle: the non-empty row chunks of the partial products P_ab X_b go to their
   row block a, where they meet the block's state (a co-partitioned union, no shuffle); each chunk is
   summed in b order as its partials arrive (so the bits do not depend on arrival order), then
-  X_k and E_k = E_{k-1} + alpha_k l2rows(X_k) are computed in the same task. Each state is persisted
-  and checkpointed (reliable RDD checkpoints in the run's folder by default, ``checkpoint: local``
-  for executor-local ones), so the lineage stays one iteration long.
+  X_k and E_k = E_{k-1} + alpha_k l2rows(X_k) are computed in the same task. The diagonal product
+  P_aa X_a is made there too (it never crosses the shuffle); each product runs on row bands in
+  threads when a task has more cores than blocks (:func:`spmm`, :func:`task_threads`). Each state
+  is persisted and checkpointed (reliable RDD checkpoints in the run's folder by default,
+  ``checkpoint: local`` for executor-local ones, ``none`` to skip the write), so the lineage stays
+  one iteration long (``none``: it grows by one iteration each time).
 
 The driver only sees counts, per-block sizes, the numbers of the row chunks each slice P_ab
 touches, and one moment triple (count, mean, M2) per block for standardisation. Node ids: string
@@ -85,6 +88,12 @@ class Workdir:
 # From here on every dataset is an RDD keyed by block id (or by a tuple whose first element is the
 # block id) and partitioned by :func:`block_partition`, so P and the state stay where they are and
 # only the partial products P_ab X_b cross the network: one shuffle per iteration.
+
+
+# The cached block RDDs keep Python's pickled records as the JVM's byte arrays, not Java-serialised
+# again (MEMORY_AND_DISK in PySpark): 1 GB of state caches in ~1 s instead of ~4 s on 2 cores (a
+# 2-block 1e6-node state, measured); blocks still spill to disk when memory runs short.
+BLOCK_STORAGE = StorageLevel.MEMORY_AND_DISK_DESER
 
 
 def block_partition(key) -> int:
@@ -205,7 +214,7 @@ def p_rdd(p_blocks: DataFrame, num_partitions: int, block_sizes: dict[int, int])
                 r["a"],
                 np.frombuffer(r["indptr"], dtype=np.int64),
                 np.frombuffer(r["indices"], dtype=np.int32),
-                np.frombuffer(r["data"], dtype=np.float64),
+                np.frombuffer(r["data"], dtype=np.float64).astype(STORE),
             ),
         )
 
@@ -242,6 +251,47 @@ def expected_partials(p: "RDD", block_sizes: dict[int, int], chunk_rows: int) ->
     return expected
 
 
+def spmm(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    x: np.ndarray,
+    threads: int = 1,
+    min_band_nnz: int = 200_000,
+) -> np.ndarray:
+    """P_ab X_b in float32 (n_a, D) with scipy's CSR kernel, on row bands of about equal nnz in ``threads`` threads.
+
+    Each row is one dot product whatever the bands, so the bits do not depend on ``threads``; scipy
+    releases the GIL in its kernel (bench/spmm_kernels.py: 2 bands 1.4x one thread at 1e7 edges).
+    """
+    import scipy.sparse as sp
+
+    n_rows = len(indptr) - 1
+    out = np.empty((n_rows, x.shape[1]), dtype=STORE)
+    nnz = int(indptr[-1])
+    bands = max(1, min(threads, nnz // min_band_nnz))  # small products: one band (thread start-up costs more)
+    cuts = np.searchsorted(indptr, np.linspace(0, nnz, bands + 1), side="left").clip(0, n_rows)
+    cuts[0], cuts[-1] = 0, n_rows
+
+    def band(k: int) -> None:
+        lo, hi = int(cuts[k]), int(cuts[k + 1])
+        if hi > lo:
+            sub = indptr[lo : hi + 1]
+            m = sp.csr_matrix(
+                (data[sub[0] : sub[-1]], indices[sub[0] : sub[-1]], sub - sub[0]), shape=(hi - lo, x.shape[0])
+            )
+            out[lo:hi] = m @ x
+
+    if bands == 1:
+        band(0)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(bands) as pool:
+            list(pool.map(band, range(bands)))
+    return out
+
+
 def iterate(
     p: "RDD",
     state: "RDD",
@@ -252,44 +302,41 @@ def iterate(
     chunk_rows: int,
     num_partitions: int,
     last: bool = False,
+    threads: int = 1,
 ) -> "RDD":
     """One FastRP iteration: ``(block, (X_{k-1}, E_{k-1}, ids))`` -> ``(block, (X_k, E_k, ids))``, one shuffle.
 
-    Map side: each column block b multiplies its slices P_ab by X_b (float64) and sends the
-    non-empty row chunks of each product (float32) to row block a. Reduce side: the partials meet
-    the state of block a (co-partitioned, no shuffle); each chunk is summed in the order of
-    ``expected[(a, chunk)]`` (b ascending) as soon as its next partial is there, so the bits never
-    depend on arrival order and nothing is sorted or spilled. Then X_k = P X_{k-1} (gds: its
-    L2-normalised rows) and E_k = E_{k-1} + alpha_k l2rows(X_k) (gds: + alpha_k X_k), next to the
-    data they need. Memory per task: its blocks' state, one float64 accumulator per block and the
-    partials that arrived ahead of their turn. The ``last`` iteration keeps no X (nothing reads it).
+    Map side: each column block b multiplies its off-diagonal slices P_ab (a != b) by X_b (float32,
+    :func:`spmm` on ``threads`` threads) and sends the non-empty row chunks of each product to row
+    block a. Reduce side: the partials meet the state of block a and its diagonal slice P_aa
+    (co-partitioned, no shuffle: P_aa X_a never leaves its task); each chunk is summed in float64 in
+    the order of ``expected[(a, chunk)]`` (b ascending, the diagonal at its place) as soon as its
+    next partial is there, so the bits never depend on arrival order and nothing is sorted or
+    spilled. Then X_k = P X_{k-1} (gds: its L2-normalised rows) and E_k = E_{k-1} + alpha_k l2rows(X_k)
+    (gds: + alpha_k X_k), next to the data they need. Memory per task: its blocks' state, one
+    float64 accumulator per block and the partials that arrived ahead of their turn. The ``last``
+    iteration keeps no X (nothing reads it).
     """
     dim, variant = params.dim, params.variant
 
-    def multiply(item) -> Iterator:
-        import scipy.sparse as sp
-
-        b, (slices, state_b) = item
-        if slices is None or state_b is None:
-            return
-        x_b = state_b[0].astype(np.float64)  # (n_b, D)
+    def products(b: int, slices, x_b: np.ndarray, diagonal: bool) -> Iterator:
+        """``((a, chunk, b), rows of P_ab X_b)`` of the off-diagonal slices, or of the diagonal one."""
         for a, indptr, indices, data in slices:
-            n_a = block_sizes[a]
-            y = sp.csr_matrix((data, indices, indptr), shape=(n_a, x_b.shape[0])) @ x_b  # (n_a, D)
-            for c in nonempty_chunks(indptr, n_a, chunk_rows):
-                yield (a, c, b), y[c * chunk_rows : (c + 1) * chunk_rows].astype(STORE)
+            if (a == b) != diagonal:
+                continue
+            y = spmm(indptr, indices, data, x_b, threads)  # (n_a, D) float32
+            for c in nonempty_chunks(indptr, block_sizes[a], chunk_rows):
+                yield (a, c, b), y[c * chunk_rows : (c + 1) * chunk_rows]
+
+    def multiply(item) -> Iterator:
+        b, (slices, state_b) = item
+        if slices is not None and state_b is not None:
+            yield from products(b, slices, state_b[0], diagonal=False)
 
     def combine(records: Iterator) -> Iterator:
         states, acc, pending, done = {}, {}, {}, {}
-        for key, value in records:
-            if not isinstance(key, tuple):  # the state of a block of this partition
-                _x_prev, e, ids = value
-                states[key] = (e, ids)
-                acc.setdefault(key, np.zeros((block_sizes[key], dim), dtype=np.float64))
-                continue
-            a, c, b = key
-            if a not in acc:
-                acc[a] = np.zeros((block_sizes[a], dim), dtype=np.float64)
+
+        def arrive(a: int, c: int, b: int, value: np.ndarray) -> None:
             waiting = pending.setdefault((a, c), {})
             waiting[b] = value
             order, n = expected[(a, c)], done.get((a, c), 0)
@@ -297,6 +344,22 @@ def iterate(
                 acc[a][c * chunk_rows : c * chunk_rows + len(waiting[order[n]])] += waiting.pop(order[n])
                 n += 1
             done[(a, c)] = n
+
+        for key, value in records:
+            if not isinstance(key, tuple):  # block a of this partition: its slices of P and its state
+                slices, state_a = value
+                if state_a is None:
+                    continue
+                x_prev, e, ids = state_a
+                states[key] = (e, ids)
+                acc.setdefault(key, np.zeros((block_sizes[key], dim), dtype=np.float64))
+                for (a, c, b), y in products(key, slices or [], x_prev, diagonal=True):
+                    arrive(a, c, b, y)
+                continue
+            a, c, b = key
+            if a not in acc:
+                acc[a] = np.zeros((block_sizes[a], dim), dtype=np.float64)
+            arrive(a, c, b, value)
         left = [k for k, v in pending.items() if v]
         if left:
             raise RuntimeError(f"fastrp: partials for chunks {left[:5]} never got their turn (expected order broken)")
@@ -309,9 +372,9 @@ def iterate(
             row_weights = np.full(len(x), weight) if variant == "gds" else weight * fr.inverse_row_norms(x)
             yield block, (None if last else x, fr.add_scaled_rows(e, x, row_weights), ids)
 
-    partials = zip_blocks(p, state, num_partitions, _is_list).flatMap(multiply)
-    shuffled = partials.partitionBy(num_partitions, block_partition)
-    union = _copartitioned_union(state, shuffled, num_partitions)  # state first: E before its partials
+    blocks = zip_blocks(p, state, num_partitions, _is_list)  # (b, (slices of P_*b, state of b))
+    shuffled = blocks.flatMap(multiply).partitionBy(num_partitions, block_partition)
+    union = _copartitioned_union(blocks, shuffled, num_partitions)  # blocks first: E and P_aa before the partials
     return union.mapPartitions(combine, preservesPartitioning=True)
 
 
@@ -376,7 +439,12 @@ def _arrow_type(id_type: T.DataType):
 
 
 class _Checkpoints:
-    """Cuts each iteration's lineage: reliable RDD checkpoints in the run's folder (or local ones)."""
+    """Each iteration's state, cached; its lineage cut by reliable RDD checkpoints in the run's folder, local ones, or none.
+
+    ``none`` skips the checkpoint write (one pass over the state per iteration): the lineage then
+    grows by one iteration each time, and a lost cached block is recomputed from the first
+    iteration on. Fine on one machine or for a few iterations; ``reliable`` survives lost executors.
+    """
 
     def __init__(self, spark: SparkSession, work: "Workdir", mode: str):
         self.sc, self.work, self.mode = spark.sparkContext, work, mode
@@ -387,10 +455,10 @@ class _Checkpoints:
             self.sc.setCheckpointDir(f"{work.path}/rdd")
 
     def materialize(self, rdd):
-        rdd.persist(StorageLevel.MEMORY_AND_DISK)  # also stops PySpark from fusing later maps into this lineage
+        rdd.persist(BLOCK_STORAGE)  # also stops PySpark from fusing later maps into this lineage
         if self.mode == "reliable":
             rdd.checkpoint()
-        else:
+        elif self.mode == "local":
             rdd.localCheckpoint()
         rdd.count()  # one job: computes the iteration and writes its checkpoint
         return rdd
@@ -443,7 +511,7 @@ def fastrp_spark(
     clock.lap("edge_blocks")
     checkpoints = _Checkpoints(spark, work, cfg.checkpoint)
     p = p_rdd(blocks.where(F.col("b") >= 0), num_partitions, block_sizes)
-    p.persist(StorageLevel.MEMORY_AND_DISK)
+    p.persist(BLOCK_STORAGE)
     with_values = categorical = None
     if properties is not None and params.property_dim:
         table, categorical = properties
@@ -453,9 +521,11 @@ def fastrp_spark(
         "block_inputs",
     )
     state = initial_rdds(inputs, params, num_partitions, categorical)
-    state.persist(StorageLevel.MEMORY_AND_DISK)  # lineage: one DataFrame stage, no checkpoint needed
+    state.persist(BLOCK_STORAGE)  # lineage: one DataFrame stage, no checkpoint needed
     expected = expected_partials(p, block_sizes, chunk_rows)  # also caches P
+    state.count()  # X_0 and E_0 computed and cached here, so each iteration's time is its own
     clock.lap("initial_state")
+    threads = task_threads(spark, num_partitions)
     for k, weight in enumerate(params.iteration_weights, start=1):
         new_state = checkpoints.materialize(
             iterate(
@@ -468,6 +538,7 @@ def fastrp_spark(
                 chunk_rows,
                 num_partitions,
                 last=k == len(params.iteration_weights),
+                threads=threads,
             )
         )
         checkpoints.drop(state)
@@ -485,6 +556,7 @@ def fastrp_spark(
         "block_size": block_size,
         "chunk_rows": chunk_rows,
         "num_partitions": num_partitions,
+        "threads_per_task": threads,
         "sparsity": params.sparsity,
     }
     if categorical is not None:
@@ -493,6 +565,16 @@ def fastrp_spark(
         out = out.unionByName(edgeless)
         clock.lap("edgeless_nodes")
     return out, stats, [lambda: checkpoints.drop(state), checkpoints.close]
+
+
+def task_threads(spark: SparkSession, num_partitions: int) -> int:
+    """Threads of each block product: ``spark.task.cpus``, or more when there are fewer blocks than cores.
+
+    With B blocks on C cores (``defaultParallelism``) only min(B, C) tasks run at once, so each
+    product uses C // B threads: a one-block graph still keeps every core busy.
+    """
+    task_cpus = int(spark.conf.get("spark.task.cpus", "1"))
+    return max(task_cpus, spark.sparkContext.defaultParallelism // max(1, num_partitions))
 
 
 class _Clock:

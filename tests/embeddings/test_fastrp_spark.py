@@ -1,10 +1,10 @@
 """FastRP Spark engine and job: equal to the scipy reference, identical across partitionings, safe on bad input.
 
 Every graph here has about 45 nodes; block_size 16 and chunk_rows 3 make 3 blocks of several
-chunks, so the block, chunk and cross-block paths all run. Spark runs are the cost, so there are
-three, each module-scoped and checked by several tests: a directed graph embedded twice (1 file,
-1 partition, reliable checkpoints; 3 shuffled files, 3 partitions, local checkpoints) and the job
-run end to end on an undirected one.
+chunks, so the block, chunk and cross-block paths all run. Spark runs are the cost, so they are
+module-scoped and checked by several tests: a directed graph embedded three times (1 file, 1
+partition, reliable checkpoints; 1 file, 2 partitions, no checkpoints; 3 shuffled files, 3
+partitions, local checkpoints) and the job run end to end on an undirected one.
 """
 
 from __future__ import annotations
@@ -100,10 +100,11 @@ def directed_runs(spark, tmp_path_factory):
         checkpoint="local",
         **DIRECTED,
     )
+    two = spark_embed(spark, tmp_path, pdf, "two", partitions=1, num_partitions=2, checkpoint="none", **DIRECTED)
     nodes, expected = fr.embed_edge_list(
         pdf["s"].to_numpy(), pdf["d"].to_numpy(), pdf["w"].to_numpy(), FastRPConfig(**DIRECTED)
     )
-    return {"one": one, "three": three, "nodes": nodes, "expected": expected}
+    return {"one": one, "two": two, "three": three, "nodes": nodes, "expected": expected}
 
 
 def _worst_difference(got: dict, nodes: np.ndarray, expected: np.ndarray) -> float:
@@ -118,11 +119,13 @@ def test_spark_engine_matches_the_local_reference_on_a_directed_weighted_graph(d
 
 
 def test_output_is_bit_identical_for_any_number_of_partitions_and_checkpoint_mode(directed_runs):
-    # given the same graph stored in 1 and in 3 files, embedded with 1 and 3 partitions, reliable and local checkpoints
-    one, three = directed_runs["one"], directed_runs["three"]
+    # given the same graph stored in 1 and in 3 files, embedded with 1, 2 and 3 partitions, reliable, no and
+    # local checkpoints
+    one, two, three = directed_runs["one"], directed_runs["two"], directed_runs["three"]
     # then the vectors are equal bit for bit
-    assert one.keys() == three.keys()
+    assert one.keys() == two.keys() == three.keys()
     for node, vector in one.items():
+        np.testing.assert_array_equal(vector, two[node])
         np.testing.assert_array_equal(vector, three[node])
 
 
@@ -302,6 +305,28 @@ def test_only_row_chunks_with_entries_send_partials():
     indptr = np.array([0, 0, 2, 2, 2, 2, 2, 3])
     assert nonempty_chunks(indptr, 7, 3) == [0, 2]
     assert nonempty_chunks(np.zeros(8, dtype=np.int64), 7, 3) == []
+
+
+def test_the_block_product_gives_the_same_bits_on_any_number_of_threads():
+    import scipy.sparse as sp
+
+    from embeddings.fastrp_engine import spmm
+
+    # given a 300 x 200 sparse slice with empty rows and a float32 X
+    rng = np.random.default_rng(3)
+    mask = np.ones(300)
+    mask[10:40] = 0
+    p = (sp.diags(mask) @ sp.random(300, 200, density=0.05, format="csr", random_state=4)).tocsr()
+    p.eliminate_zeros()
+    x = rng.standard_normal((200, 8)).astype(np.float32)
+    args = (p.indptr.astype(np.int64), p.indices.astype(np.int32), p.data.astype(np.float32), x)
+    # when it is multiplied on 1 thread and on row bands of 2, 3 and 7 threads (bands of >= 100 entries)
+    one = spmm(*args, threads=1)
+    # then every thread count gives the same bits, close to the float64 product
+    assert one.dtype == np.float32 and one.shape == (300, 8)
+    for threads in (2, 3, 7):
+        assert spmm(*args, threads=threads, min_band_nnz=100).tobytes() == one.tobytes()
+    np.testing.assert_allclose(one, p @ x.astype(np.float64), rtol=1e-5, atol=1e-5)
 
 
 def test_a_cached_block_rdd_and_a_shuffle_output_union_without_a_python_re_pickling_pass(spark):
