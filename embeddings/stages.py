@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 from pyspark.sql import functions as F
 
@@ -312,6 +313,20 @@ FASTRP = Stage(
 )
 
 
+def node_kinds(nodes: list, max_kinds: int = 8) -> np.ndarray:
+    """The plot's colour of each node: its role prefix (``user:``, ``item:``), else one ``node`` group.
+
+    Ids without a prefix (numbers, plain strings) are one group, and past ``max_kinds`` prefixes the
+    rarest share ``other``: a legend of one entry per node made the plot take 30 s at 2000 nodes.
+    """
+    kinds = np.array([n.split(":", 1)[0] if isinstance(n, str) and ":" in n else "node" for n in nodes], dtype=object)
+    values, counts = np.unique(kinds, return_counts=True)
+    if len(values) > max_kinds:
+        keep = set(values[np.argsort(-counts, kind="stable")[: max_kinds - 1]].tolist())
+        kinds = np.array([k if k in keep else "other" for k in kinds], dtype=object)
+    return kinds
+
+
 def log_embedding_summary(spark, path: str, dim: int, sample: int = 2000) -> None:
     """Log norm statistics and a 2-D PCA plot of a sample of node embeddings to the active run."""
     import mlflow
@@ -350,7 +365,7 @@ def log_embedding_summary(spark, path: str, dim: int, sample: int = 2000) -> Non
     x = x - x.mean(axis=0)
     _, _, vt = np.linalg.svd(x, full_matrices=False)
     xy = x @ vt[:2].T
-    kinds = np.array([str(r["node"]).split(":", 1)[0] for r in rows])  # the node's role: user, item
+    kinds = node_kinds([r["node"] for r in rows])
     fig, ax = plt.subplots(figsize=(6, 5))
     for kind in sorted(set(kinds)):
         sel = kinds == kind

@@ -386,6 +386,18 @@ def test_the_job_gates_its_input_and_output_and_tracks_the_run(good_run):
     assert run_.data.params["fastrp.dim"] == "12"
 
 
+def test_the_pca_plot_colours_nodes_by_role_prefix_and_keeps_its_legend_short():
+    from embeddings.stages import node_kinds
+
+    # given role-prefixed ids, then numeric and unprefixed ids, then many prefixes
+    assert node_kinds(["user:1", "item:2", "user:3"]).tolist() == ["user", "item", "user"]
+    assert set(node_kinds([17, 42, "alice", 3.5]).tolist()) == {"node"}
+    many = [f"k{i}:{j}" for i in range(12) for j in range(12 - i)]  # k0 most frequent, k11 rarest
+    kinds = node_kinds(many, max_kinds=4)
+    # then the legend has at most max_kinds entries: the most frequent prefixes and "other"
+    assert set(kinds.tolist()) == {"k0", "k1", "k2", "other"}
+
+
 # --------------------------------------------------------------------------- node properties
 
 PROPERTIES = dict(
