@@ -264,7 +264,12 @@ def main(argv: list[str] | None = None) -> int:
         "--block-size", type=int, default=None, help="nodes per block (default: the engine's, by N and D)"
     )
     parser.add_argument("--checkpoint", choices=["reliable", "local", "none"], default="reliable")
-    parser.add_argument("--conf", action="append", default=[], help="extra Spark setting key=value (repeatable)")
+    parser.add_argument(
+        "--conf",
+        action="append",
+        default=[],
+        help="extra Spark setting key=value for the in-process spark engine (repeatable)",
+    )
     parser.add_argument(
         "--engines",
         default="job,spark,local,scipy,rust",
@@ -385,14 +390,15 @@ def plot(results: list[dict], path: Path) -> None:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     gib = 1 << 30
-    for seconds_key, peak_key, label in SERIES.values():
+    for colour, (seconds_key, peak_key, label) in enumerate(SERIES.values()):
         rows = [r for r in results if seconds_key in r]
         if not rows:
             continue
         m = [r["edges"] for r in rows]
-        ax1.loglog(m, [r[seconds_key] for r in rows], "o-", label=label)
+        ax1.loglog(m, [r[seconds_key] for r in rows], "o-", color=f"C{colour}", label=label)
         if peak_key:
-            ax2.semilogx(m, [r[peak_key].get("total_rss", 0) / gib for r in rows], "o-", label=label)
+            peaks = [r[peak_key].get("total_rss", 0) / gib for r in rows]
+            ax2.semilogx(m, peaks, "o-", color=f"C{colour}", label=label)
     ax1.set_xlabel("edges"), ax1.set_ylabel("seconds"), ax1.legend(fontsize=7), ax1.grid(True, which="both", alpha=0.3)
     ax2.set_xlabel("edges"), ax2.set_ylabel("peak RSS, all processes (GiB)"), ax2.legend(fontsize=7)
     ax2.grid(True, alpha=0.3)
