@@ -170,11 +170,22 @@ def test_default_sparsity_is_sqrt_n_and_config_resolves_it():
 
 
 def test_estimate_grows_linearly_with_edges_and_dim():
-    small = fr.estimate_resources(10_000, 100_000, 128, 3, directed=False, block_size=131_072)
-    big = fr.estimate_resources(10_000, 100_000, 256, 3, directed=False, block_size=131_072)
-    assert small["stored_edges"] == 200_000 and small["num_blocks"] == 1
-    assert big["shuffle_bytes_per_iteration"] > 1.9 * small["shuffle_bytes_per_iteration"] - 200_000 * 12
+    small = fr.estimate_resources(1_000_000, 100_000, 128, 3, directed=False, block_size=250_000)
+    wide = fr.estimate_resources(1_000_000, 100_000, 256, 3, directed=False, block_size=250_000)
+    more = fr.estimate_resources(1_000_000, 200_000, 128, 3, directed=False, block_size=250_000)
+    assert small["stored_edges"] == 200_000 and small["num_blocks"] == 4
+    # 4 hashed blocks of a sparse graph: 3/4 of the 200k stored edges' rows cross blocks, D float32 each
+    assert small["shuffle_bytes_per_iteration"] == 150_000 * 128 * 4
+    assert wide["shuffle_bytes_per_iteration"] == 2 * small["shuffle_bytes_per_iteration"]
+    assert more["shuffle_bytes_per_iteration"] == 2 * small["shuffle_bytes_per_iteration"]
     assert "GiB" in small["summary"]
+
+
+def test_estimate_of_one_block_shuffles_no_partials():
+    # the diagonal product P_aa X_a stays in its task: one block sends nothing between iterations
+    one = fr.estimate_resources(10_000, 100_000, 128, 3, directed=False, block_size=131_072)
+    assert one["num_blocks"] == 1 and one["shuffle_bytes_per_iteration"] == 0
+    assert one["shuffle_bytes_total"] == 200_000 * 40  # the edge list's one pass
 
 
 def test_block_moments_merged_in_order_give_the_whole_columns_mean_and_std():
