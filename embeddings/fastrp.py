@@ -584,7 +584,7 @@ def estimate_resources(
     One reduce task holds, per block row and dimension, 40 bytes: the old X and E (float32), the
     float64 accumulator, the diagonal product and the partials (float32), the new X and E and their
     pickled copy on the way to the cache; plus its share of P (M' / B x 8 bytes, twice while it is
-    read). Measured at 1e7 edges, d=128, 2 blocks: 2.5 GiB per Python worker, this figure 2.4 GiB.
+    read). At 1e7 edges, d=128, 2 blocks: this figure 2.4 GiB, the Python workers of the 2 tasks 4.9 GiB.
     The driver holds counts, which row chunks each P_ab touches, and B moment vectors.
     The local engine holds S (M' x 12 bytes x 2 for P), R/X/E/P·X (4 x N x D x 8 bytes).
 
