@@ -571,10 +571,15 @@ def task_threads(spark: SparkSession, num_partitions: int) -> int:
     """Threads of each block product: ``spark.task.cpus``, or more when there are fewer blocks than cores.
 
     With B blocks on C cores (``defaultParallelism``) only min(B, C) tasks run at once, so each
-    product uses C // B threads: a one-block graph still keeps every core busy.
+    product uses C // B threads (a one-block graph still keeps every core busy), never more than
+    one executor's cores (``spark.executor.cores`` on a cluster).
     """
+    sc = spark.sparkContext
     task_cpus = int(spark.conf.get("spark.task.cpus", "1"))
-    return max(task_cpus, spark.sparkContext.defaultParallelism // max(1, num_partitions))
+    cores = sc.defaultParallelism
+    if not sc.master.startswith("local"):
+        cores = min(cores, int(sc.getConf().get("spark.executor.cores", "1")))
+    return max(task_cpus, min(cores, sc.defaultParallelism // max(1, num_partitions)))
 
 
 class _Clock:

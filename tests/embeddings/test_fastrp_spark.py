@@ -329,6 +329,14 @@ def test_the_block_product_gives_the_same_bits_on_any_number_of_threads():
     np.testing.assert_allclose(one, p @ x.astype(np.float64), rtol=1e-5, atol=1e-5)
 
 
+def test_each_block_product_gets_the_cores_the_blocks_leave_free(spark):
+    from embeddings.fastrp_engine import task_threads
+
+    # given local[2]: one block gets both cores, two or more blocks one core each
+    assert spark.sparkContext.defaultParallelism == 2
+    assert [task_threads(spark, b) for b in (1, 2, 3)] == [2, 1, 1]
+
+
 def test_a_cached_block_rdd_and_a_shuffle_output_union_without_a_python_re_pickling_pass(spark):
     from embeddings.fastrp_engine import _copartitioned_union, block_partition
 
