@@ -177,12 +177,12 @@ def run_process(name: str, command: list[str]) -> dict:
 
 def job_command(args, path: Path, work: Path) -> list[str]:
     """``jobs/fastrp.py`` on the edge file, everything it writes (Delta, MLflow, GX, checkpoints) under ``work``."""
+    from core.cli import scratch_flags
+
     root = work / f"job_{path.stem}"
     return [
         sys.executable,
         str(REPO / "jobs" / "fastrp.py"),
-        "--master",
-        args.master,
         "--edges",
         str(path),
         "--edges-format",
@@ -204,14 +204,7 @@ def job_command(args, path: Path, work: Path) -> list[str]:
         f"tables.root={root}",
         "--set",
         f"spark.driver_memory={args.driver_memory}",
-        "--set",
-        "spark.shuffle_partitions=4",
-        "--set",
-        f"spark.checkpoint_dir={root / 'checkpoints'}",
-        "--set",
-        f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
-        "--set",
-        f"quality.output={root / 'quality'}",
+        *scratch_flags(root, args.master, shuffle_partitions=4),
     ]
 
 
@@ -313,10 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         passthrough += ["--conf", kv]
     results = []
     for m in sizes:
-        power_law_edges(m, seed=m).to_parquet(work / f"edges_{m}.parquet", index=False)
+        edges = work / f"edges_{m}.parquet"
+        power_law_edges(m, seed=m).to_parquet(edges, index=False)
         row = {"edges": m}
         for engine in engines:  # each engine in its own process: peak memory is that engine's alone
-            edges = work / f"edges_{m}.parquet"
             if engine == "job":
                 row.update(run_process("job", job_command(args, edges, work)))
                 continue

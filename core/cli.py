@@ -120,6 +120,20 @@ def _read_layer(path: str) -> DictConfig:
     return layer
 
 
+def scratch_flags(root: Path, master: str = "local[2]", shuffle_partitions: int = 2) -> list[str]:
+    """Flags that point a job's Spark master, checkpoints, MLflow store and GX evidence at folder ``root``.
+
+    For job runs that must leave the user's stores alone: the tests and the benchmarks that run jobs.
+    """
+    pairs = {
+        "spark.shuffle_partitions": shuffle_partitions,
+        "spark.checkpoint_dir": root / "checkpoints",
+        "mlflow.tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+        "quality.output": root / "quality",
+    }
+    return ["--master", master, *(arg for key, value in pairs.items() for arg in ("--set", f"{key}={value}"))]
+
+
 def env_config_files() -> list[str]:
     """The layers of ``$PIPELINE_CONFIG`` (comma-separated, as the DAG documents it), else the default file."""
     value = os.environ.get(CONFIG_ENV)

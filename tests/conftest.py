@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from core.cli import scratch_flags
+
 pytest_plugins = ["fixtures_mlflow"]  # a real `mlflow server` on 127.0.0.1 (tests/fixtures_mlflow.py)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,18 +60,7 @@ def spark(tmp_path_factory):
 
 def job_flags(root) -> list[str]:
     """Common flags that point a job's Spark, MLflow, checkpoints and GX evidence at ``root``."""
-    return [
-        "--master",
-        "local[2]",
-        "--set",
-        "spark.shuffle_partitions=2",
-        "--set",
-        f"spark.checkpoint_dir={root / 'checkpoints'}",
-        "--set",
-        f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
-        "--set",
-        f"quality.output={root / 'quality'}",
-    ]
+    return scratch_flags(root)
 
 
 @pytest.fixture(scope="session")
