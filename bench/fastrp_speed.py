@@ -2,10 +2,12 @@
 
     python bench/fastrp_speed.py --sizes 1e5,1e6 --rust-python /tmp/rustfrp/bin/python      # quick
     python bench/fastrp_speed.py --sizes 1e5,1e6,1e7 --rust-python /tmp/rustfrp/bin/python  # the issue's range
+    python bench/fastrp_speed.py --sizes none --mat ../shared/data/blogcatalog.mat --rust-python ...  # real graph
 
 (the Rust package lives in its own environment: bench/rust-requirements.txt says how.) Graph of M
 edges: N = M / 10 nodes, both endpoints drawn with P(node i) ~ (i + 1)^-0.8 (a power-law degree
-tail), ids permuted longs, undirected, unweighted; written to Parquet first. Per size, each engine
+tail), ids permuted longs, undirected, unweighted; written to Parquet first. ``--mat`` adds a real
+graph (BlogCatalog's ``network``: its edges i <= j, unweighted) as one more row. Per graph, each engine
 in its own fresh process, one after the other (so a peak belongs to one engine alone):
 
 - job: ``jobs/fastrp.py --master local[2]`` from the Parquet file to its Delta table, gated and
@@ -102,6 +104,15 @@ def power_law_edges(num_edges: int, seed: int, avg_degree: int = 10, exponent: f
     src = np.minimum(np.searchsorted(cdf, rng.random(num_edges)), n - 1)
     dst = np.minimum(np.searchsorted(cdf, rng.random(num_edges)), n - 1)
     return pd.DataFrame({"src": ids[src], "dst": ids[dst]})
+
+
+def mat_edges(path: str) -> pd.DataFrame:
+    """(src, dst) longs of a .mat file's symmetric ``network``: its entries i <= j (the engines add each reversed)."""
+    import scipy.io
+    import scipy.sparse as sp
+
+    upper = sp.triu(sp.csr_matrix(scipy.io.loadmat(path)["network"]), k=0).tocoo()
+    return pd.DataFrame({"src": upper.row.astype(np.int64), "dst": upper.col.astype(np.int64)})
 
 
 def run_local(path: Path, cfg, memory: PeakMemory) -> dict:
@@ -230,7 +241,7 @@ def one_engine(args) -> int:
     from core.config import FastRPConfig
 
     work = Path(args.workdir)
-    path = work / f"edges_{args.child_size}.parquet"
+    path = work / f"edges_{args.child_graph}.parquet"
     cfg = FastRPConfig(
         weight_col=None,  # unweighted edge lists
         dim=args.dim,
@@ -248,7 +259,12 @@ def one_engine(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="1e5,1e6,1e7", help="edge counts, comma separated")
+    parser.add_argument(
+        "--sizes", default="1e5,1e6,1e7", help="edge counts of power-law graphs, comma separated, or none"
+    )
+    parser.add_argument(
+        "--mat", default=None, help="also a real graph: a .mat file with a 'network' matrix (BlogCatalog)"
+    )
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--master", default="local[2]")
@@ -276,11 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench/results/fastrp_speed.json")
     parser.add_argument("--plot", default=None, help="PNG path (default: --out with .png)")
     parser.add_argument("--child-engine", choices=["local", "spark"], help=argparse.SUPPRESS)
-    parser.add_argument("--child-size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-graph", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_engine:
         return one_engine(args)
-    sizes = [int(float(s)) for s in args.sizes.split(",")]
+    sizes = [] if args.sizes == "none" else [int(float(s)) for s in args.sizes.split(",")]
     engines = args.engines.split(",")
 
     load_at_start = os.getloadavg()
@@ -305,10 +321,16 @@ def main(argv: list[str] | None = None) -> int:
     for kv in args.conf:
         passthrough += ["--conf", kv]
     results = []
-    for m in sizes:
-        edges = work / f"edges_{m}.parquet"
-        power_law_edges(m, seed=m).to_parquet(edges, index=False)
-        row = {"edges": m}
+    graphs = [(str(m), lambda m=m: power_law_edges(m, seed=m)) for m in sizes]
+    if args.mat:
+        graphs.append((Path(args.mat).stem, lambda: mat_edges(args.mat)))
+    for name, make in graphs:
+        edges = work / f"edges_{name}.parquet"
+        frame = make()
+        frame.to_parquet(edges, index=False)
+        m = len(frame)
+        del frame
+        row = {"graph": "power_law" if name.isdigit() else name, "edges": m}
         for engine in engines:  # each engine in its own process: peak memory is that engine's alone
             if engine == "job":
                 row.update(run_process("job", job_command(args, edges, work)))
@@ -321,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                 row.update(run_process(engine, baseline_command(python, engine, args, edges)))
                 continue
             child = subprocess.run(
-                [sys.executable, __file__, *passthrough, "--child-engine", engine, "--child-size", str(m)],
+                [sys.executable, __file__, *passthrough, "--child-engine", engine, "--child-graph", name],
                 check=True,
                 capture_output=True,
                 text=True,
@@ -384,18 +406,22 @@ def plot(results: list[dict], path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     gib = 1 << 30
     for colour, (seconds_key, peak_key, label) in enumerate(SERIES.values()):
-        rows = [r for r in results if seconds_key in r]
-        if not rows:
-            continue
-        m = [r["edges"] for r in rows]
-        ax1.loglog(m, [r[seconds_key] for r in rows], "o-", color=f"C{colour}", label=label)
-        if peak_key:
-            peaks = [r[peak_key].get("total_rss", 0) / gib for r in rows]
-            ax2.semilogx(m, peaks, "o-", color=f"C{colour}", label=label)
+        for real, style in ((False, "o-"), (True, "*")):  # power-law sizes as lines, a real graph as a star
+            rows = [r for r in results if seconds_key in r and (r.get("graph", "power_law") != "power_law") == real]
+            if not rows:
+                continue
+            m = [r["edges"] for r in rows]
+            name = label if not real else f"{label}: {', '.join(r['graph'] for r in rows)}"
+            ax1.loglog(
+                m, [r[seconds_key] for r in rows], style, color=f"C{colour}", label=name, markersize=10 if real else 6
+            )
+            if peak_key:
+                peaks = [r[peak_key].get("total_rss", 0) / gib for r in rows]
+                ax2.semilogx(m, peaks, style, color=f"C{colour}", label=name, markersize=10 if real else 6)
     ax1.set_xlabel("edges"), ax1.set_ylabel("seconds"), ax1.legend(fontsize=7), ax1.grid(True, which="both", alpha=0.3)
     ax2.set_xlabel("edges"), ax2.set_ylabel("peak RSS, all processes (GiB)"), ax2.legend(fontsize=7)
     ax2.grid(True, alpha=0.3)
-    fig.suptitle("FastRP on power-law graphs, 2 cores")
+    fig.suptitle("FastRP on power-law graphs (lines) and real graphs (stars), 2 cores")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

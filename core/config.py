@@ -281,6 +281,12 @@ class FastRPConfig(StrictModel):
         description="per-iteration lineage cut: reliable (files, survives lost executors), local, or none "
         "(no write; a lost cached block recomputes from the first iteration)",
     )
+    state_store: Literal["auto", "cache", "files"] = Field(
+        default="auto",
+        description="where each iteration's block state lives: cache (Spark's block cache; any cluster), files "
+        "(one .npy per block in the run's folder, read memory-mapped; every executor must see that folder), "
+        "auto (files on a local master with a local checkpoint_dir, else cache)",
+    )
     allow_dim_change: bool = Field(
         default=False,
         description="replace a published embeddings table of another dim (its readers' vector width changes)",

@@ -3,8 +3,9 @@
 Every graph here has about 45 nodes; block_size 16 and chunk_rows 3 make 3 blocks of several
 chunks, so the block, chunk and cross-block paths all run. Spark runs are the cost, so they are
 module-scoped and checked by several tests: a directed graph embedded three times (1 file, 1
-partition, reliable checkpoints; 1 file, 2 partitions, no checkpoints; 3 shuffled files, 3
-partitions, local checkpoints) and the job run end to end on an undirected one.
+partition, state in Spark's cache with reliable checkpoints; 1 file, 2 partitions, state in files;
+3 shuffled files, 3 partitions, cache with local checkpoints) and the job run end to end on an
+undirected one (state in files: ``auto`` on a local master).
 """
 
 from __future__ import annotations
@@ -89,7 +90,17 @@ def directed_runs(spark, tmp_path_factory):
     """A weighted directed multigraph with string ids, embedded twice with different layouts, and its reference."""
     tmp_path = tmp_path_factory.mktemp("fastrp_directed")
     pdf = random_edges(11, string_ids=True, weighted=True)
-    one = spark_embed(spark, tmp_path, pdf, "one", partitions=1, num_partitions=1, checkpoint="reliable", **DIRECTED)
+    one = spark_embed(
+        spark,
+        tmp_path,
+        pdf,
+        "one",
+        partitions=1,
+        num_partitions=1,
+        state_store="cache",
+        checkpoint="reliable",
+        **DIRECTED,
+    )
     three = spark_embed(
         spark,
         tmp_path,
@@ -97,10 +108,12 @@ def directed_runs(spark, tmp_path_factory):
         "three",
         partitions=3,
         num_partitions=3,
+        state_store="cache",
         checkpoint="local",
         **DIRECTED,
     )
-    two = spark_embed(spark, tmp_path, pdf, "two", partitions=1, num_partitions=2, checkpoint="none", **DIRECTED)
+    two = spark_embed(spark, tmp_path, pdf, "two", partitions=1, num_partitions=2, state_store="files", **DIRECTED)
+    assert not list((tmp_path / "ckpt").iterdir())  # each run deleted its folder (files of the state included)
     nodes, expected = fr.embed_edge_list(
         pdf["s"].to_numpy(), pdf["d"].to_numpy(), pdf["w"].to_numpy(), FastRPConfig(**DIRECTED)
     )
@@ -118,9 +131,9 @@ def test_spark_engine_matches_the_local_reference_on_a_directed_weighted_graph(d
     assert _worst_difference(directed_runs["one"], directed_runs["nodes"], directed_runs["expected"]) < TOLERANCE
 
 
-def test_output_is_bit_identical_for_any_number_of_partitions_and_checkpoint_mode(directed_runs):
-    # given the same graph stored in 1 and in 3 files, embedded with 1, 2 and 3 partitions, reliable, no and
-    # local checkpoints
+def test_output_is_bit_identical_for_any_number_of_partitions_state_store_and_checkpoint_mode(directed_runs):
+    # given the same graph stored in 1 and in 3 files, embedded with 1, 2 and 3 partitions, the state in Spark's
+    # cache (reliable and local checkpoints) and in files
     one, two, three = directed_runs["one"], directed_runs["two"], directed_runs["three"]
     # then the vectors are equal bit for bit
     assert one.keys() == two.keys() == three.keys()
@@ -335,6 +348,41 @@ def test_each_block_product_gets_the_cores_the_blocks_leave_free(spark):
     # given local[2]: one block gets both cores, two or more blocks one core each
     assert spark.sparkContext.defaultParallelism == 2
     assert [task_threads(spark, b) for b in (1, 2, 3)] == [2, 1, 1]
+
+
+def test_the_state_lives_in_files_on_a_local_master_with_a_local_folder_else_in_sparks_cache(spark):
+    from embeddings.fastrp_engine import files_state_store
+
+    # given local[2]: auto picks files for a plain or file: folder, the cache for a distributed filesystem
+    assert files_state_store(spark, "/tmp/ckpt", "auto") and files_state_store(spark, "file:/tmp/ckpt", "auto")
+    assert not files_state_store(spark, "hdfs://nn:8020/ckpt", "auto")
+    assert not files_state_store(spark, "s3a://bucket/ckpt", "auto")
+    # and an explicit choice is kept
+    assert files_state_store(spark, "hdfs://nn:8020/ckpt", "files") and not files_state_store(spark, "/tmp", "cache")
+
+
+def test_a_block_state_in_files_reads_back_the_same_bits_and_leaves_no_partial_file(tmp_path):
+    from embeddings.fastrp_engine import StateWriter, state_e, state_ids, state_x
+
+    rng = np.random.default_rng(0)
+    x, e, ids = (
+        rng.random((5, 3), dtype=np.float32),
+        rng.random((5, 3), dtype=np.float32),
+        np.array(["a", "b"] * 2 + ["c"]),
+    )
+    # given a block's state written to a folder
+    record = StateWriter(str(tmp_path / "k1"))(7, x, e, ids)
+    # then the record is its paths, and they read back the same arrays (X memory-mapped)
+    assert all(isinstance(path, str) for path in record)
+    np.testing.assert_array_equal(state_x(record), x)
+    np.testing.assert_array_equal(state_e(record), e)
+    np.testing.assert_array_equal(state_ids(record), ids)
+    assert sorted(f.name for f in (tmp_path / "k1").iterdir()) == ["7.e.npy", "7.ids.pkl", "7.x.npy"]
+    # and the next iteration's record keeps the ids' file, writes no X on the last one
+    last = StateWriter(str(tmp_path / "k2"))(7, None, e, record[2])
+    assert last[0] is None and last[2] == record[2] and state_x(last) is None
+    # and without a folder the record is the arrays themselves (Spark's cache holds them)
+    assert all(got is want for got, want in zip(StateWriter(None)(7, x, e, ids), (x, e, ids)))
 
 
 def test_a_cached_block_rdd_and_a_shuffle_output_union_without_a_python_re_pickling_pass(spark):
