@@ -486,10 +486,40 @@ def to_output(
     chunk_rows: int,
     mean: np.ndarray | None,
     std: np.ndarray | None,
+    records: list | None = None,
 ) -> DataFrame:
-    """Rows ``(node, embedding array<float>)`` from the final state (standardised if asked), built as Arrow."""
+    """Rows ``(node, embedding array<float>)`` from the final state (standardised if asked), built as Arrow.
+
+    With the state in files (``records``: its B ``(block, paths)``), task i of a B-row range reads
+    block i's files and emits its chunks: no array passes through the JVM as a pickle. Else the
+    cached blocks are cut into chunk rows first.
+    """
     schema = T.StructType([T.StructField("node", id_type), T.StructField("embedding", T.ArrayType(T.FloatType()))])
     arrow_type = _arrow_type(id_type)
+
+    def batch(ids: np.ndarray, e: np.ndarray):
+        import pyarrow as pa
+
+        if mean is not None:
+            e = ((e.astype(np.float64) - mean) / std).astype(STORE)
+        offsets = pa.array(np.arange(0, e.size + 1, dim, dtype=np.int32))
+        embedding = pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(e).ravel()))
+        return pa.RecordBatch.from_arrays([pa.array(ids, type=arrow_type), embedding], names=["node", "embedding"])
+
+    if records is not None:
+        paths = [value for _block, value in records]  # row i of the range: the i-th block that has nodes
+
+        def emit_blocks(batches: Iterator) -> Iterator:
+            for block_batch in batches:
+                for i in block_batch.column("id").to_pylist():
+                    value = paths[i]
+                    e, ids = np.load(value[1], mmap_mode="r"), state_ids(value)
+                    for c in row_chunks(len(ids), chunk_rows):
+                        yield batch(
+                            ids[c * chunk_rows : (c + 1) * chunk_rows], e[c * chunk_rows : (c + 1) * chunk_rows]
+                        )
+
+        return spark.range(0, len(records), numPartitions=max(1, len(records))).mapInArrow(emit_blocks, schema)
 
     def chunk_rows_of(kv) -> Iterator[tuple]:
         block, value = kv
@@ -499,19 +529,9 @@ def to_output(
             yield block, c, pickle.dumps(ids[lo:hi]), e[lo:hi].tobytes()
 
     def emit(batches: Iterator) -> Iterator:
-        import pyarrow as pa
-
-        for batch in batches:
-            for ids_bytes, e_bytes in zip(batch.column("ids").to_pylist(), batch.column("e").to_pylist()):
-                ids = pickle.loads(ids_bytes)
-                e = np.frombuffer(e_bytes, dtype=STORE).reshape(-1, dim)
-                if mean is not None:
-                    e = ((e.astype(np.float64) - mean) / std).astype(STORE)
-                offsets = pa.array(np.arange(0, e.size + 1, dim, dtype=np.int32))
-                embedding = pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(e).ravel()))
-                yield pa.RecordBatch.from_arrays(
-                    [pa.array(ids, type=arrow_type), embedding], names=["node", "embedding"]
-                )
+        for chunk_batch in batches:
+            for ids_bytes, e_bytes in zip(chunk_batch.column("ids").to_pylist(), chunk_batch.column("e").to_pylist()):
+                yield batch(pickle.loads(ids_bytes), np.frombuffer(e_bytes, dtype=STORE).reshape(-1, dim))
 
     chunks = spark.createDataFrame(state.flatMap(chunk_rows_of), OUT_CHUNK_SCHEMA)
     return chunks.mapInArrow(emit, schema)
@@ -582,6 +602,7 @@ class _FileStates:
         import os
 
         self.root = os.path.abspath(local_path(work.path))  # the Python workers need not share the driver's cwd
+        self.records: list = []  # the last materialised iteration's (block, paths)
 
     def writer(self, k: int) -> StateWriter:
         return StateWriter(f"{self.root}/state/{k}")
@@ -591,6 +612,7 @@ class _FileStates:
 
     def materialize(self, rdd, k: int = 0):
         records = sorted(rdd.collect(), key=lambda kv: kv[0])  # B records of a few paths each
+        self.records = records
         self.work.delete(self.partials(k))  # iteration k's partial products are summed into its state
         return self.sc.parallelize(records, max(1, len(records))).partitionBy(self.num_partitions, block_partition)
 
@@ -625,8 +647,11 @@ def fastrp_spark(
     work: "Workdir | None" = None,
     timings: dict | None = None,
     properties: tuple[DataFrame, frozenset[str]] | None = None,
+    admit_nodes: Callable[[int], None] | None = None,
 ) -> tuple[DataFrame, dict, list]:
     """FastRP of validated ``edges`` (src, dst, weight). Returns (output frame, stats, RDDs to release).
+
+    ``admit_nodes(N)`` (the admission check) runs as soon as the distinct nodes are counted.
 
     ``properties``: the validated node property table ``(node, columns...)`` and its string columns;
     joined onto the node index, each block's values travel with its ids into :func:`initial_rdds`, and
@@ -640,6 +665,8 @@ def fastrp_spark(
     clock = _Clock(timings)
     distinct = work.save(distinct_nodes(edges), "distinct_nodes")
     num_nodes = distinct.count()
+    if admit_nodes is not None:
+        admit_nodes(num_nodes)
     params = fr.FastRPParams.from_config(cfg, num_nodes)
     block_size = fr.resolve_block_size(cfg.block_size, num_nodes, params.dim)
     num_blocks = max(1, math.ceil(num_nodes / block_size))
@@ -654,6 +681,8 @@ def fastrp_spark(
     checkpoints = _FileStates(spark, work, num_partitions) if files else _Checkpoints(spark, work, cfg.checkpoint)
     p = p_rdd(blocks.where(F.col("b") >= 0), num_partitions, block_sizes)
     p.persist(BLOCK_STORAGE)
+    expected = expected_partials(p, block_sizes, chunk_rows)  # also caches P
+    clock.lap("p_blocks")
     with_values = categorical = None
     if properties is not None and params.property_dim:
         table, categorical = properties
@@ -662,8 +691,8 @@ def fastrp_spark(
         block_inputs(nodes, blocks.where(F.col("b") < 0), block_sizes, with_values, cfg.node_properties),
         "block_inputs",
     )
+    clock.lap("block_inputs")
     state = initial_rdds(inputs, params, num_partitions, categorical, checkpoints.writer(0) if files else None)
-    expected = expected_partials(p, block_sizes, chunk_rows)  # also caches P
     if files:
         state = checkpoints.materialize(state)
     else:
@@ -697,7 +726,7 @@ def fastrp_spark(
     if params.standardize:
         mean, std = standardization(state, params.dim)
         clock.lap("standardization")
-    out = to_output(spark, state, params.dim, id_type, chunk_rows, mean, std)
+    out = to_output(spark, state, params.dim, id_type, chunk_rows, mean, std, checkpoints.records if files else None)
     stats = {
         "num_nodes": num_nodes,
         "num_blocks": num_blocks,

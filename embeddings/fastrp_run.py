@@ -47,15 +47,17 @@ def estimate_run(raw_edges: DataFrame, cfg) -> dict:
     return _estimate(count_nodes(edges), counts, cfg)
 
 
-def check_fits(spark: SparkSession, edges: DataFrame, counts: dict, cfg, checkpoint_dir: str) -> None:
-    """Refuse (exit 2) a run whose estimate exceeds this session's limits, before any work starts.
+def check_fits(spark: SparkSession, counts: dict, cfg, checkpoint_dir: str) -> Callable[[int], None] | None:
+    """Refuse (exit 2) a run whose estimate exceeds this session's limits, before any block is built.
 
-    The estimate first takes N <= 2 x edges (no extra Spark job); only a run that does not fit
-    under that bound pays for the exact node count.
+    The estimate first takes N <= 2 x edges (no Spark job): None when the run fits under that
+    bound. Else the check of the exact N, to call once the node count is known (the Spark engine
+    counts its distinct nodes anyway, so the count is not paid twice).
     """
     limits = spark_limits(spark, checkpoint_dir)
-    if overruns(_estimate(2 * counts["rows"], counts, cfg), limits, cfg.engine):
-        admit(_estimate(count_nodes(edges), counts, cfg), limits, cfg.engine, cfg.force)
+    if not overruns(_estimate(2 * counts["rows"], counts, cfg), limits, cfg.engine):
+        return None
+    return lambda num_nodes: admit(_estimate(num_nodes, counts, cfg), limits, cfg.engine, cfg.force)
 
 
 @dataclass
@@ -92,7 +94,9 @@ def embed(
     """
     started = time.time()
     edges, counts = validate_edges(raw_edges, cfg)
-    check_fits(spark, edges, counts, cfg, checkpoint_dir)
+    admit_nodes = check_fits(spark, counts, cfg, checkpoint_dir)
+    if admit_nodes is not None and cfg.engine == "local":
+        admit_nodes(count_nodes(edges))
     id_type = edges.schema["src"].dataType
     properties = None
     if cfg.node_properties is not None:
@@ -131,6 +135,7 @@ def embed(
                 work=work,
                 timings=timings,
                 properties=properties,
+                admit_nodes=admit_nodes,
             )
     except BaseException:
         release()

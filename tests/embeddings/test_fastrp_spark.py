@@ -262,6 +262,12 @@ BAD_INPUTS = {
     "empty table": (lambda pdf: pdf.iloc[:0], [], "expect_table_row_count_to_be_between"),
     "dim < 1": (lambda pdf: pdf, ["--dim", "0"], "fastrp.dim"),
     "weights/iterations mismatch": (lambda pdf: pdf, ["--iterations", "2"], "fastrp.iterations"),
+    # the admission check, once the engine has counted the nodes
+    "more than this machine holds": (
+        lambda pdf: pdf,
+        ["--dim", "1000000000", "--allow-dim-change"],
+        "error: fastrp run does not fit this machine: shuffle + checkpoints",
+    ),
     "dim unlike the previous refresh's": (
         lambda pdf: pdf,
         ["--dim", "16"],
