@@ -26,7 +26,7 @@ class DoesNotFit(UserError):
 
 @dataclass(frozen=True)
 class Limits:
-    """What one run may use: bytes per task, on the driver, on local disk (shuffle + checkpoints)."""
+    """What one run may use: bytes per task, on the driver, on local disk (shuffle + state)."""
 
     task_memory: int
     driver_memory: int
@@ -77,9 +77,8 @@ def overruns(estimate: dict, limits: Limits, engine: str) -> list[str]:
     if engine == "local":
         need.append(("local engine memory", estimate["local_engine_memory_bytes"], limits.driver_memory, "free"))
     else:
-        disk = estimate["shuffle_bytes_total"] + 2 * estimate["checkpoint_bytes_per_iteration"]
         need += [
-            ("shuffle + checkpoints", disk, limits.disk, f"free disk at {limits.disk_at}"),
+            ("shuffle + state on disk", estimate["disk_bytes"], limits.disk, f"free disk at {limits.disk_at}"),
             ("task memory", estimate["task_memory_bytes"], limits.task_memory, "per task"),
             ("driver memory", estimate["driver_memory_bytes"], limits.driver_memory, "free"),
         ]

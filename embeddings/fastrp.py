@@ -571,7 +571,14 @@ def chunk_rows_for(dim: int, target_bytes: int = 4 << 20) -> int:
 
 
 def estimate_resources(
-    num_nodes: int, num_edges: int, dim: int, iterations: int, directed: bool, block_size: int, self_loops: int = 0
+    num_nodes: int,
+    num_edges: int,
+    dim: int,
+    iterations: int,
+    directed: bool,
+    block_size: int,
+    self_loops: int = 0,
+    state_files: bool = False,
 ) -> dict:
     """Memory and shuffle volume of one run, from counts alone (like GDS's ``.estimate``).
 
@@ -586,6 +593,10 @@ def estimate_resources(
     pickled copy on the way to the cache; plus its share of P (M' / B x 8 bytes, twice while it is
     read). At 1e7 edges, d=128, 2 blocks: this figure 2.4 GiB, the Python workers of the 2 tasks 4.9 GiB.
     The driver holds counts, which row chunks each P_ab touches, and B moment vectors.
+    Disk: Spark keeps every shuffle's files until its cleaner frees them, so with the state in
+    Spark's cache all of them count, plus two iterations' checkpoints; with the state in files
+    (``state_files``) an iteration's partials are deleted once it is summed, so the graph's pass,
+    one iteration's partials and two iterations' state files.
     The local engine holds S (M' x 12 bytes x 2 for P), R/X/E/P·X (4 x N x D x 8 bytes).
 
     Returns:
@@ -610,6 +621,8 @@ def estimate_resources(
         "driver_memory_bytes": (3 * blocks + 2) * dim * 8,
         "local_engine_memory_bytes": stored * 12 * 2 + 4 * num_nodes * dim * 8,
     }
+    state_bytes = 2 * out["checkpoint_bytes_per_iteration"]
+    out["disk_bytes"] = (stored * 40 + shuffle_iter if state_files else out["shuffle_bytes_total"]) + state_bytes
     gib = 1 << 30
     out["summary"] = (
         f"{num_nodes} nodes, {stored} stored edges, dim {dim}, {iterations} iterations, {blocks} blocks of "

@@ -18,7 +18,7 @@ from pyspark.sql import DataFrame, SparkSession
 from core.errors import ConfigError
 from embeddings import fastrp as fr
 from embeddings.admission import admit, overruns, spark_limits
-from embeddings.fastrp_engine import Workdir, fastrp_spark, local_engine_frame
+from embeddings.fastrp_engine import Workdir, fastrp_spark, files_state_store, local_engine_frame
 from embeddings.fastrp_layout import count_nodes
 from embeddings.fastrp_validate import validate_edges, validate_node_properties
 from embeddings.io import WriteResult, write_delta
@@ -29,7 +29,7 @@ ARROW_BATCH = "spark.sql.execution.arrow.maxRecordsPerBatch"
 EDGE_BATCH_ROWS = 262_144  # edges per Arrow batch while the run lasts (about 6 MiB of long ids and weights)
 
 
-def _estimate(num_nodes: int, counts: dict, cfg) -> dict:
+def _estimate(num_nodes: int, counts: dict, cfg, state_files: bool = False) -> dict:
     return fr.estimate_resources(
         num_nodes,
         counts["rows"],
@@ -38,13 +38,14 @@ def _estimate(num_nodes: int, counts: dict, cfg) -> dict:
         cfg.directed,
         fr.resolve_block_size(cfg.block_size, num_nodes, cfg.dim),
         counts["self_loops"],
+        state_files=state_files,
     )
 
 
-def estimate_run(raw_edges: DataFrame, cfg) -> dict:
+def estimate_run(raw_edges: DataFrame, cfg, state_files: bool = False) -> dict:
     """``--estimate``: counts the edge table and its nodes, then the arithmetic of fastrp.estimate_resources."""
     edges, counts = validate_edges(raw_edges, cfg)
-    return _estimate(count_nodes(edges), counts, cfg)
+    return _estimate(count_nodes(edges), counts, cfg, state_files)
 
 
 def check_fits(spark: SparkSession, counts: dict, cfg, checkpoint_dir: str) -> Callable[[int], None] | None:
@@ -55,9 +56,10 @@ def check_fits(spark: SparkSession, counts: dict, cfg, checkpoint_dir: str) -> C
     counts its distinct nodes anyway, so the count is not paid twice).
     """
     limits = spark_limits(spark, checkpoint_dir)
-    if not overruns(_estimate(2 * counts["rows"], counts, cfg), limits, cfg.engine):
+    files = files_state_store(spark, checkpoint_dir, cfg.state_store)
+    if not overruns(_estimate(2 * counts["rows"], counts, cfg, files), limits, cfg.engine):
         return None
-    return lambda num_nodes: admit(_estimate(num_nodes, counts, cfg), limits, cfg.engine, cfg.force)
+    return lambda num_nodes: admit(_estimate(num_nodes, counts, cfg, files), limits, cfg.engine, cfg.force)
 
 
 @dataclass

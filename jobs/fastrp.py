@@ -12,6 +12,7 @@ import json
 import sys
 
 from core.cli import load_config, run
+from embeddings.fastrp_engine import files_state_store
 from embeddings.fastrp_run import estimate_run
 from embeddings.io import read_table
 from embeddings.runner import run_stage
@@ -25,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.fastrp.estimate:
             edges = cfg.tables.entry("edges")
             raw_edges = read_table(spark, edges.path, edges.format, what="tables.edges")  # validated by estimate_run
-            print(json.dumps(estimate_run(raw_edges, cfg.fastrp), indent=2))
+            files = files_state_store(spark, cfg.spark.checkpoint_dir, cfg.fastrp.state_store)
+            print(json.dumps(estimate_run(raw_edges, cfg.fastrp, files), indent=2))
             return 0
         result = run_stage(spark, cfg, FASTRP).written["embeddings"]
     print(json.dumps({"output": result.path, "version": result.version, "rows": result.num_rows}))

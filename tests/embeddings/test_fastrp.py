@@ -188,6 +188,15 @@ def test_estimate_of_one_block_shuffles_no_partials():
     assert one["shuffle_bytes_total"] == 200_000 * 40  # the edge list's one pass
 
 
+def test_disk_with_the_state_in_files_counts_one_iterations_partials_not_all_of_them():
+    cache = fr.estimate_resources(1_000_000, 100_000, 128, 3, directed=False, block_size=250_000)
+    files = fr.estimate_resources(1_000_000, 100_000, 128, 3, directed=False, block_size=250_000, state_files=True)
+    state = 2 * 1_000_000 * 128 * 4 * 2  # X and E of two iterations (the old one until the new one is written)
+    # Spark keeps every shuffle's files until its cleaner runs; the engine deletes each iteration's partial files
+    assert cache["disk_bytes"] == 200_000 * 40 + 3 * cache["shuffle_bytes_per_iteration"] + state
+    assert files["disk_bytes"] == 200_000 * 40 + files["shuffle_bytes_per_iteration"] + state
+
+
 def test_block_moments_merged_in_order_give_the_whole_columns_mean_and_std():
     # given E cut into uneven blocks (one empty)
     e = np.random.default_rng(0).normal(3.0, 2.0, size=(101, 5))

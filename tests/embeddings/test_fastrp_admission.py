@@ -24,7 +24,7 @@ def test_an_absurd_dimension_is_refused_naming_each_figure_and_its_limit():
         admit(estimate(1_000_000_000), LIMITS, "spark", force=False)
     message = str(refused.value)
     assert refused.value.exit_code == 2
-    assert "shuffle + checkpoints" in message and "> 50.0 GiB free disk at /tmp" in message
+    assert "shuffle + state on disk" in message and "> 50.0 GiB free disk at /tmp" in message
     assert "task memory" in message and "> 4.0 GiB per task" in message
     assert "--force" in message and "dim 1000000000" in message  # the estimate's own summary
 

@@ -266,7 +266,7 @@ BAD_INPUTS = {
     "more than this machine holds": (
         lambda pdf: pdf,
         ["--dim", "1000000000", "--allow-dim-change"],
-        "error: fastrp run does not fit this machine: shuffle + checkpoints",
+        "error: fastrp run does not fit this machine: shuffle + state on disk",
     ),
     "dim unlike the previous refresh's": (
         lambda pdf: pdf,
