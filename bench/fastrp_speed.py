@@ -178,12 +178,24 @@ def run_process(name: str, command: list[str]) -> dict:
     peak = memory.stop()
     memory.close()
     if child.returncode != 0:
-        raise RuntimeError(f"{name} exited {child.returncode}: {err[-2000:]}")
+        kept = Path(tempfile.gettempdir()) / f"fastrp_speed_{name}_{child.pid}.stderr.log"
+        kept.write_text(err)  # the whole log: a Python worker's traceback sits far above the JVM's stack
+        raise RuntimeError(f"{name} exited {child.returncode} (stderr kept in {kept}): {err[-2000:]}")
     return {
         f"{name}_process_seconds": seconds,
         f"{name}_peak": peak,
         f"{name}_report": json.loads(out.strip().splitlines()[-1]),
     }
+
+
+def committed_phases(table: Path) -> dict:
+    """The engine's seconds per phase, from the userMetadata of the job's Delta commit (its last log entry)."""
+    log = sorted((table / "_delta_log").glob("*.json"))[-1]
+    for line in log.read_text().splitlines():
+        info = json.loads(line).get("commitInfo")
+        if info and info.get("userMetadata"):
+            return json.loads(info["userMetadata"]).get("seconds_by_phase", {})
+    return {}
 
 
 def job_command(args, path: Path, work: Path) -> list[str]:
@@ -334,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         for engine in engines:  # each engine in its own process: peak memory is that engine's alone
             if engine == "job":
                 row.update(run_process("job", job_command(args, edges, work)))
+                row["job_seconds_by_phase"] = committed_phases(Path(row["job_report"]["output"]))
                 continue
             if engine in ("scipy", "rust"):
                 python = sys.executable if engine == "scipy" else args.rust_python

@@ -39,6 +39,7 @@ embedded, except those of the node property table (``fastrp.node_properties``), 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import pickle
@@ -679,9 +680,10 @@ def fastrp_spark(
     clock.lap("edge_blocks")
     files = files_state_store(spark, checkpoint_dir, cfg.state_store)
     checkpoints = _FileStates(spark, work, num_partitions) if files else _Checkpoints(spark, work, cfg.checkpoint)
-    p = p_rdd(blocks.where(F.col("b") >= 0), num_partitions, block_sizes)
-    p.persist(BLOCK_STORAGE)
-    expected = expected_partials(p, block_sizes, chunk_rows)  # also caches P
+    with one_row_batches(spark):
+        p = p_rdd(blocks.where(F.col("b") >= 0), num_partitions, block_sizes)
+        p.persist(BLOCK_STORAGE)
+        expected = expected_partials(p, block_sizes, chunk_rows)  # also caches P
     clock.lap("p_blocks")
     with_values = categorical = None
     if properties is not None and params.property_dim:
@@ -692,12 +694,13 @@ def fastrp_spark(
         "block_inputs",
     )
     clock.lap("block_inputs")
-    state = initial_rdds(inputs, params, num_partitions, categorical, checkpoints.writer(0) if files else None)
-    if files:
-        state = checkpoints.materialize(state)
-    else:
-        state.persist(BLOCK_STORAGE)  # lineage: one DataFrame stage, no checkpoint needed
-        state.count()  # X_0 and E_0 computed and cached here, so each iteration's time is its own
+    with one_row_batches(spark):
+        state = initial_rdds(inputs, params, num_partitions, categorical, checkpoints.writer(0) if files else None)
+        if files:
+            state = checkpoints.materialize(state)
+        else:
+            state.persist(BLOCK_STORAGE)  # lineage: one DataFrame stage, no checkpoint needed
+            state.count()  # X_0 and E_0 computed and cached here, so each iteration's time is its own
     clock.lap("initial_state")
     threads = task_threads(spark, num_partitions)
     for k, weight in enumerate(params.iteration_weights, start=1):
@@ -743,6 +746,26 @@ def fastrp_spark(
         out = out.unionByName(edgeless)
         clock.lap("edgeless_nodes")
     return out, stats, [lambda: checkpoints.drop(state), checkpoints.close]
+
+
+@contextlib.contextmanager
+def one_row_batches(spark: SparkSession):
+    """Parquet read one row per columnar batch while the block tables (one CSR slice or block per row) are read.
+
+    Spark's vectorized reader puts a batch's values of a column in one contiguous buffer (4096 rows
+    by default: all of a file's rows here); at 1e8 edges that asked the 8 GiB heap for 470 MB at
+    once per task and failed (Java heap space).
+    """
+    key = "spark.sql.parquet.columnarReaderBatchSize"
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, "1")
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
 
 
 def task_threads(spark: SparkSession, num_partitions: int) -> int:
