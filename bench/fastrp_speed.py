@@ -11,7 +11,8 @@ graph (BlogCatalog's ``network``: its edges i <= j, unweighted) as one more row.
 in its own fresh process, one after the other (so a peak belongs to one engine alone):
 
 - job: ``jobs/fastrp.py --master local[2]`` from the Parquet file to its Delta table, gated and
-  tracked, timed as a whole process (JVM start included): what a user waits for;
+  tracked, timed as a whole process (JVM start included): what a user waits for; job_local: the
+  same job with ``--engine local`` (the graph collected to the driver; for small graphs);
 - spark: the engine in-process, session start not timed, with its phase split (validate, index,
   blocks, each iteration, write) and the iterations alone;
 - local: our scipy reference (float64) on arrays already in memory, the Parquet read timed apart;
@@ -198,11 +199,11 @@ def committed_phases(table: Path) -> dict:
     return {}
 
 
-def job_command(args, path: Path, work: Path) -> list[str]:
+def job_command(args, path: Path, work: Path, name: str = "job") -> list[str]:
     """``jobs/fastrp.py`` on the edge file, everything it writes (Delta, MLflow, GX, checkpoints) under ``work``."""
     from core.cli import scratch_flags
 
-    root = work / f"job_{path.stem}"
+    root = work / f"{name}_{path.stem}"
     return [
         sys.executable,
         str(REPO / "jobs" / "fastrp.py"),
@@ -294,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--engines",
         default="job,spark,local,scipy,rust",
-        help="comma separated: job (jobs/fastrp.py as a process), spark (the engine in-process, phases), local "
+        help="comma separated: job (jobs/fastrp.py as a process), job_local (the same with --engine local), spark (the engine in-process, phases), local "
         "(the reference), scipy (plain scipy), rust (the fastrp package, needs --rust-python)",
     )
     parser.add_argument(
@@ -344,9 +345,10 @@ def main(argv: list[str] | None = None) -> int:
         del frame
         row = {"graph": "power_law" if name.isdigit() else name, "edges": m}
         for engine in engines:  # each engine in its own process: peak memory is that engine's alone
-            if engine == "job":
-                row.update(run_process("job", job_command(args, edges, work)))
-                row["job_seconds_by_phase"] = committed_phases(Path(row["job_report"]["output"]))
+            if engine in ("job", "job_local"):
+                extra = ["--engine", "local"] if engine == "job_local" else []
+                row.update(run_process(engine, job_command(args, edges, work, engine) + extra))
+                row[f"{engine}_seconds_by_phase"] = committed_phases(Path(row[f"{engine}_report"]["output"]))
                 continue
             if engine in ("scipy", "rust"):
                 python = sys.executable if engine == "scipy" else args.rust_python
@@ -369,9 +371,10 @@ def main(argv: list[str] | None = None) -> int:
             row["spark_edges_per_second"] = m / row["spark_seconds"]
         if "local_seconds" in row:
             row["local_edges_per_second"] = m / row["local_seconds"]
-        for peer in ("scipy", "rust"):
-            if "job_process_seconds" in row and f"{peer}_process_seconds" in row:
-                row[f"ratio_job_over_{peer}"] = row["job_process_seconds"] / row[f"{peer}_process_seconds"]
+        for job in ("job", "job_local"):
+            for peer in ("scipy", "rust"):
+                if f"{job}_process_seconds" in row and f"{peer}_process_seconds" in row:
+                    row[f"ratio_{job}_over_{peer}"] = row[f"{job}_process_seconds"] / row[f"{peer}_process_seconds"]
         if "spark_seconds" in row and "local_seconds" in row:
             row["ratio_spark_over_local"] = row["spark_seconds"] / row["local_seconds"]
             row["ratio_spark_over_local_incl_read"] = row["spark_seconds"] / (
@@ -401,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
 
 SERIES = {  # row key of seconds, row key of the peak, label
     "job": ("job_process_seconds", "job_peak", "jobs/fastrp.py local[2] (process)"),
+    "job_local": ("job_local_process_seconds", "job_local_peak", "jobs/fastrp.py --engine local (process)"),
     "spark": ("spark_seconds", "spark_peak", "Spark engine, session started"),
     "iterations": ("spark_iteration_seconds", None, "Spark iterations only"),
     "local": ("local_seconds", "local_peak", "our local engine (scipy, float64)"),
