@@ -76,9 +76,16 @@ class Workdir:
         self.spark = spark
         self.path = f"{checkpoint_dir.rstrip('/')}/fastrp-{uuid.uuid4().hex[:12]}"
 
-    def save(self, df: DataFrame, name: str) -> DataFrame:
+    def save(self, df: DataFrame, name: str, row_per_group: bool = False) -> DataFrame:
+        """Write ``df`` as ``name`` and read it back; ``row_per_group``: for tables of one CSR slice or
+        block per row (hundreds of MB each at 1e8 edges), each row its own Parquet row group, flushed as
+        it is written and without a dictionary attempt (Parquet checks its buffers' size only every 100
+        rows: a task's whole output sat in the heap and the 8 GiB JVM ran out of memory writing it)."""
         path = f"{self.path}/{name}"
-        df.write.mode("overwrite").parquet(path)
+        writer = df.write.mode("overwrite")
+        if row_per_group:
+            writer = writer.option("parquet.block.row.count.limit", "1").option("parquet.enable.dictionary", "false")
+        writer.parquet(path)
         return self.spark.read.parquet(path)
 
     def delete(self, name: str | None = None) -> None:
@@ -676,7 +683,9 @@ def fastrp_spark(
     nodes = work.save(index_nodes(distinct, num_blocks, id_type), "nodes")
     block_sizes = {int(r["block"]): int(r["count"]) for r in nodes.groupBy("block").count().collect()}
     clock.lap("index_nodes")
-    blocks = work.save(edge_blocks(edges, nodes, params.directed, block_sizes, num_blocks), "edge_blocks")
+    blocks = work.save(
+        edge_blocks(edges, nodes, params.directed, block_sizes, num_blocks), "edge_blocks", row_per_group=True
+    )
     clock.lap("edge_blocks")
     files = files_state_store(spark, checkpoint_dir, cfg.state_store)
     checkpoints = _FileStates(spark, work, num_partitions) if files else _Checkpoints(spark, work, cfg.checkpoint)
@@ -692,6 +701,7 @@ def fastrp_spark(
     inputs = work.save(
         block_inputs(nodes, blocks.where(F.col("b") < 0), block_sizes, with_values, cfg.node_properties),
         "block_inputs",
+        row_per_group=True,
     )
     clock.lap("block_inputs")
     with one_row_batches(spark):
