@@ -189,14 +189,36 @@ def run_process(name: str, command: list[str]) -> dict:
     }
 
 
-def committed_phases(table: Path) -> dict:
-    """The engine's seconds per phase, from the userMetadata of the job's Delta commit (its last log entry)."""
+def committed_metadata(table: Path) -> dict:
+    """The userMetadata of the job's Delta commit (its last log entry): phases, node count, block layout."""
     log = sorted((table / "_delta_log").glob("*.json"))[-1]
     for line in log.read_text().splitlines():
         info = json.loads(line).get("commitInfo")
         if info and info.get("userMetadata"):
-            return json.loads(info["userMetadata"]).get("seconds_by_phase", {})
+            return json.loads(info["userMetadata"])
     return {}
+
+
+def estimate_beside_measured(meta: dict, args, peak: dict) -> dict:
+    """``--estimate``'s figures for the job's own counts and layout, each process's beside its measured peak."""
+    from embeddings import fastrp as fr
+    from embeddings.admission import memory_bytes
+
+    est = fr.estimate_resources(
+        int(meta["num_nodes"]),
+        int(meta["num_edges"]),
+        args.dim,
+        args.iterations,
+        directed=False,
+        block_size=int(meta["block_size"]),
+        state_files=meta.get("state_store") == "files",
+        concurrent_tasks=int(args.master.removeprefix("local[").rstrip("]") or 1),
+        jvm_heap_bytes=memory_bytes(args.driver_memory),
+    )
+    out = {"estimate": {k: v for k, v in est.items() if k != "summary"}}
+    for process, key in (("python_workers", "python_workers_rss"), ("jvm", "jvm_rss")):
+        out[f"{process}_measured_over_estimate"] = peak[key] / est[f"{process}_memory_bytes"]
+    return out
 
 
 def job_command(args, path: Path, work: Path, name: str = "job") -> list[str]:
@@ -348,7 +370,10 @@ def main(argv: list[str] | None = None) -> int:
             if engine in ("job", "job_local"):
                 extra = ["--engine", "local"] if engine == "job_local" else []
                 row.update(run_process(engine, job_command(args, edges, work, engine) + extra))
-                row[f"{engine}_seconds_by_phase"] = committed_phases(Path(row[f"{engine}_report"]["output"]))
+                meta = committed_metadata(Path(row[f"{engine}_report"]["output"]))
+                row[f"{engine}_seconds_by_phase"] = meta.get("seconds_by_phase", {})
+                if engine == "job":
+                    row["job_memory"] = estimate_beside_measured(meta, args, row["job_peak"])
                 continue
             if engine in ("scipy", "rust"):
                 python = sys.executable if engine == "scipy" else args.rust_python

@@ -34,7 +34,7 @@ class Limits:
     disk_at: str
 
 
-def _bytes(spec: str | None) -> int | None:
+def memory_bytes(spec: str | None) -> int | None:
     """Spark's memory strings ('4g', '512m', '1024k', bytes) as bytes."""
     if not spec:
         return None
@@ -51,6 +51,15 @@ def free_disk(path: str) -> int:
     return shutil.disk_usage(p).free
 
 
+def process_shape(spark) -> tuple[int, int]:
+    """(tasks at once in one process, its JVM heap in bytes): the host's cores and the driver's heap on a
+    local master, an executor's cores and memory on a cluster (for the estimate's per-process figures)."""
+    conf = spark.sparkContext.getConf()
+    if spark.sparkContext.master.startswith("local"):
+        return max(1, spark.sparkContext.defaultParallelism), memory_bytes(conf.get("spark.driver.memory", "1g"))
+    return int(conf.get("spark.executor.cores", "1")), memory_bytes(conf.get("spark.executor.memory", "1g"))
+
+
 def spark_limits(spark, checkpoint_dir: str) -> Limits:
     """The limits of this session: local mode shares the host's memory between its cores; on a cluster a
     task gets its executor's memory (JVM + Python) divided by the executor's cores."""
@@ -60,8 +69,8 @@ def spark_limits(spark, checkpoint_dir: str) -> Limits:
     if spark.sparkContext.master.startswith("local"):
         task = host_memory // cores
     else:
-        executor = (_bytes(conf.get("spark.executor.memory", "1g")) or GIB) + (
-            _bytes(conf.get("spark.executor.pyspark.memory", None)) or 0
+        executor = (memory_bytes(conf.get("spark.executor.memory", "1g")) or GIB) + (
+            memory_bytes(conf.get("spark.executor.pyspark.memory", None)) or 0
         )
         task = executor // max(1, int(conf.get("spark.executor.cores", "1")))
     local_dir = conf.get("spark.local.dir", None) or os.environ.get("SPARK_LOCAL_DIRS") or "/tmp"

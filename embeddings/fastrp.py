@@ -570,6 +570,13 @@ def chunk_rows_for(dim: int, target_bytes: int = 4 << 20) -> int:
     return max(64, target_bytes // (4 * dim))
 
 
+# Measured on this project's machines (bench/fastrp_speed.py): an idle PySpark worker with numpy,
+# pandas and pyarrow loaded, and the JVM's memory outside its heap (metaspace, code, Arrow and
+# Netty buffers, thread stacks) in a local[2] run.
+PYTHON_WORKER_BYTES = 160 << 20
+JVM_NON_HEAP_BYTES = 3 << 29  # 1.5 GiB
+
+
 def estimate_resources(
     num_nodes: int,
     num_edges: int,
@@ -579,6 +586,8 @@ def estimate_resources(
     block_size: int,
     self_loops: int = 0,
     state_files: bool = False,
+    concurrent_tasks: int = 1,
+    jvm_heap_bytes: int | None = None,
 ) -> dict:
     """Memory and shuffle volume of one run, from counts alone (like GDS's ``.estimate``).
 
@@ -598,6 +607,10 @@ def estimate_resources(
     (``state_files``) an iteration's partials are deleted once it is summed, so the graph's pass,
     one iteration's partials and two iterations' state files.
     The local engine holds S (M' x 12 bytes x 2 for P), R/X/E/P·X (4 x N x D x 8 bytes).
+    Per process (``concurrent_tasks`` tasks at once on a host or executor, a JVM heap of
+    ``jvm_heap_bytes``): the Python workers, each a task's memory plus an idle worker's
+    (``PYTHON_WORKER_BYTES``); the JVM, its whole heap (G1 grows to -Xmx under the engine's
+    stream of large byte arrays before it collects the old generation) plus ``JVM_NON_HEAP_BYTES``.
 
     Returns:
         dict of counts and byte figures (ints) plus a human-readable summary under "summary".
@@ -621,6 +634,10 @@ def estimate_resources(
         "driver_memory_bytes": (3 * blocks + 2) * dim * 8,
         "local_engine_memory_bytes": stored * 12 * 2 + 4 * num_nodes * dim * 8,
     }
+    tasks = max(1, min(concurrent_tasks, blocks))
+    out["python_workers_memory_bytes"] = tasks * (out["task_memory_bytes"] + PYTHON_WORKER_BYTES)
+    if jvm_heap_bytes:
+        out["jvm_memory_bytes"] = jvm_heap_bytes + JVM_NON_HEAP_BYTES
     state_bytes = 2 * out["checkpoint_bytes_per_iteration"]
     out["disk_bytes"] = (stored * 40 + shuffle_iter if state_files else out["shuffle_bytes_total"]) + state_bytes
     gib = 1 << 30
@@ -629,6 +646,8 @@ def estimate_resources(
         f"{block_rows} nodes: shuffle {out['shuffle_bytes_total'] / gib:.2f} GiB total "
         f"({shuffle_iter / gib:.2f} GiB per iteration), checkpoints {out['checkpoint_bytes_per_iteration'] / gib:.2f} GiB "
         f"per iteration, task memory {out['task_memory_bytes'] / gib:.2f} GiB, driver "
-        f"{out['driver_memory_bytes'] / (1 << 20):.2f} MiB; local engine {out['local_engine_memory_bytes'] / gib:.2f} GiB"
+        f"{out['driver_memory_bytes'] / (1 << 20):.2f} MiB, Python workers {out['python_workers_memory_bytes'] / gib:.2f} GiB"
+        + (f", JVM {out['jvm_memory_bytes'] / gib:.2f} GiB" if "jvm_memory_bytes" in out else "")
+        + f"; local engine {out['local_engine_memory_bytes'] / gib:.2f} GiB"
     )
     return out

@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from core.errors import ConfigError
 from embeddings import fastrp as fr
-from embeddings.admission import admit, overruns, spark_limits
+from embeddings.admission import admit, overruns, process_shape, spark_limits
 from embeddings.fastrp_engine import Workdir, fastrp_spark, files_state_store, local_engine_frame
 from embeddings.fastrp_layout import count_nodes
 from embeddings.fastrp_validate import validate_edges, validate_node_properties
@@ -29,7 +29,7 @@ ARROW_BATCH = "spark.sql.execution.arrow.maxRecordsPerBatch"
 EDGE_BATCH_ROWS = 262_144  # edges per Arrow batch while the run lasts (about 6 MiB of long ids and weights)
 
 
-def _estimate(num_nodes: int, counts: dict, cfg, state_files: bool = False) -> dict:
+def _estimate(num_nodes: int, counts: dict, cfg, state_files: bool = False, shape: tuple[int, int] = (1, 0)) -> dict:
     return fr.estimate_resources(
         num_nodes,
         counts["rows"],
@@ -39,13 +39,15 @@ def _estimate(num_nodes: int, counts: dict, cfg, state_files: bool = False) -> d
         fr.resolve_block_size(cfg.block_size, num_nodes, cfg.dim),
         counts["self_loops"],
         state_files=state_files,
+        concurrent_tasks=shape[0],
+        jvm_heap_bytes=shape[1],
     )
 
 
 def estimate_run(raw_edges: DataFrame, cfg, state_files: bool = False) -> dict:
     """``--estimate``: counts the edge table and its nodes, then the arithmetic of fastrp.estimate_resources."""
     edges, counts = validate_edges(raw_edges, cfg)
-    return _estimate(count_nodes(edges), counts, cfg, state_files)
+    return _estimate(count_nodes(edges), counts, cfg, state_files, process_shape(raw_edges.sparkSession))
 
 
 def check_fits(spark: SparkSession, counts: dict, cfg, checkpoint_dir: str) -> Callable[[int], None] | None:

@@ -197,6 +197,24 @@ def test_disk_with_the_state_in_files_counts_one_iterations_partials_not_all_of_
     assert files["disk_bytes"] == 200_000 * 40 + files["shuffle_bytes_per_iteration"] + state
 
 
+def test_per_process_estimate_counts_the_tasks_running_at_once_and_the_jvm_heap():
+    args = dict(directed=False, block_size=250_000, jvm_heap_bytes=8 << 30)
+    one = fr.estimate_resources(1_000_000, 100_000, 128, 3, concurrent_tasks=1, **args)
+    two = fr.estimate_resources(1_000_000, 100_000, 128, 3, concurrent_tasks=2, **args)
+    eight = fr.estimate_resources(1_000_000, 100_000, 128, 3, concurrent_tasks=8, **args)
+    # each task's Python worker holds its reduce task's memory plus an idle worker's
+    assert one["python_workers_memory_bytes"] == one["task_memory_bytes"] + fr.PYTHON_WORKER_BYTES
+    assert two["python_workers_memory_bytes"] == 2 * one["python_workers_memory_bytes"]
+    # never more tasks at once than there are blocks (4 here)
+    assert eight["python_workers_memory_bytes"] == 4 * one["python_workers_memory_bytes"]
+    # the JVM: its heap, which G1 fills before collecting, plus what it holds outside the heap
+    assert one["jvm_memory_bytes"] == (8 << 30) + fr.JVM_NON_HEAP_BYTES
+    assert "JVM 9.50 GiB" in one["summary"]
+    assert "jvm_memory_bytes" not in fr.estimate_resources(
+        1_000_000, 100_000, 128, 3, directed=False, block_size=250_000
+    )
+
+
 def test_block_moments_merged_in_order_give_the_whole_columns_mean_and_std():
     # given E cut into uneven blocks (one empty)
     e = np.random.default_rng(0).normal(3.0, 2.0, size=(101, 5))
