@@ -570,11 +570,15 @@ def chunk_rows_for(dim: int, target_bytes: int = 4 << 20) -> int:
     return max(64, target_bytes // (4 * dim))
 
 
-# Measured on this project's machines (bench/fastrp_speed.py): an idle PySpark worker with numpy,
-# pandas and pyarrow loaded, and the JVM's memory outside its heap (metaspace, code, Arrow and
-# Netty buffers, thread stacks) in a local[2] run.
-PYTHON_WORKER_BYTES = 160 << 20
-JVM_NON_HEAP_BYTES = 3 << 29  # 1.5 GiB
+# The per-process figures' constants, fitted on bench/fastrp_speed.py's job runs on local[2] with an
+# 8 GiB heap and the state in files (1e5 to 1e8 edges; README, FastRP, Cost): a Python worker's
+# memory beyond its task's arrays (numpy, pandas, pyarrow, scipy, Arrow batches), and the JVM's
+# floor, its growth per stored edge (the edge list's shuffles and the block tables pass through
+# it) and what it holds outside its heap once the heap is full (metaspace, code, Arrow and Netty).
+PYTHON_WORKER_BYTES = 600 << 20
+JVM_BASE_BYTES = 1700 << 20
+JVM_BYTES_PER_STORED_EDGE = 170
+JVM_NON_HEAP_BYTES = 2 << 30
 
 
 def estimate_resources(
@@ -607,10 +611,11 @@ def estimate_resources(
     (``state_files``) an iteration's partials are deleted once it is summed, so the graph's pass,
     one iteration's partials and two iterations' state files.
     The local engine holds S (M' x 12 bytes x 2 for P), R/X/E/P·X (4 x N x D x 8 bytes).
-    Per process (``concurrent_tasks`` tasks at once on a host or executor, a JVM heap of
-    ``jvm_heap_bytes``): the Python workers, each a task's memory plus an idle worker's
-    (``PYTHON_WORKER_BYTES``); the JVM, its whole heap (G1 grows to -Xmx under the engine's
-    stream of large byte arrays before it collects the old generation) plus ``JVM_NON_HEAP_BYTES``.
+    Per process (``concurrent_tasks`` cores of a host or executor, a JVM heap of
+    ``jvm_heap_bytes``): the Python workers, a worker per core plus a task's memory for each block
+    product running at once; the JVM, a floor plus a figure per stored edge (plus the cached state
+    when it is not in files), at most its heap plus what it holds outside it (G1 fills the heap
+    before collecting the old generation).
 
     Returns:
         dict of counts and byte figures (ints) plus a human-readable summary under "summary".
@@ -634,10 +639,13 @@ def estimate_resources(
         "driver_memory_bytes": (3 * blocks + 2) * dim * 8,
         "local_engine_memory_bytes": stored * 12 * 2 + 4 * num_nodes * dim * 8,
     }
-    tasks = max(1, min(concurrent_tasks, blocks))
-    out["python_workers_memory_bytes"] = tasks * (out["task_memory_bytes"] + PYTHON_WORKER_BYTES)
+    cores = max(1, concurrent_tasks)
+    out["python_workers_memory_bytes"] = cores * PYTHON_WORKER_BYTES + min(cores, blocks) * out["task_memory_bytes"]
     if jvm_heap_bytes:
-        out["jvm_memory_bytes"] = jvm_heap_bytes + JVM_NON_HEAP_BYTES
+        cached = 0 if state_files else 2 * out["checkpoint_bytes_per_iteration"]
+        out["jvm_memory_bytes"] = min(
+            jvm_heap_bytes + JVM_NON_HEAP_BYTES, JVM_BASE_BYTES + JVM_BYTES_PER_STORED_EDGE * stored + cached
+        )
     state_bytes = 2 * out["checkpoint_bytes_per_iteration"]
     out["disk_bytes"] = (stored * 40 + shuffle_iter if state_files else out["shuffle_bytes_total"]) + state_bytes
     gib = 1 << 30

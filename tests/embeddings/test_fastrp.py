@@ -197,19 +197,23 @@ def test_disk_with_the_state_in_files_counts_one_iterations_partials_not_all_of_
     assert files["disk_bytes"] == 200_000 * 40 + files["shuffle_bytes_per_iteration"] + state
 
 
-def test_per_process_estimate_counts_the_tasks_running_at_once_and_the_jvm_heap():
-    args = dict(directed=False, block_size=250_000, jvm_heap_bytes=8 << 30)
+def test_per_process_estimate_counts_the_cores_the_blocks_at_once_and_the_jvm_heap():
+    args = dict(directed=False, block_size=250_000, state_files=True, jvm_heap_bytes=8 << 30)
     one = fr.estimate_resources(1_000_000, 100_000, 128, 3, concurrent_tasks=1, **args)
     two = fr.estimate_resources(1_000_000, 100_000, 128, 3, concurrent_tasks=2, **args)
     eight = fr.estimate_resources(1_000_000, 100_000, 128, 3, concurrent_tasks=8, **args)
-    # each task's Python worker holds its reduce task's memory plus an idle worker's
-    assert one["python_workers_memory_bytes"] == one["task_memory_bytes"] + fr.PYTHON_WORKER_BYTES
+    # a worker per core, and a task's memory for each block product running at once (4 blocks here)
+    assert one["python_workers_memory_bytes"] == fr.PYTHON_WORKER_BYTES + one["task_memory_bytes"]
     assert two["python_workers_memory_bytes"] == 2 * one["python_workers_memory_bytes"]
-    # never more tasks at once than there are blocks (4 here)
-    assert eight["python_workers_memory_bytes"] == 4 * one["python_workers_memory_bytes"]
-    # the JVM: its heap, which G1 fills before collecting, plus what it holds outside the heap
-    assert one["jvm_memory_bytes"] == (8 << 30) + fr.JVM_NON_HEAP_BYTES
-    assert "JVM 9.50 GiB" in one["summary"]
+    assert eight["python_workers_memory_bytes"] == 8 * fr.PYTHON_WORKER_BYTES + 4 * one["task_memory_bytes"]
+    # the JVM grows with the stored edges (200k here) from its floor...
+    assert one["jvm_memory_bytes"] == fr.JVM_BASE_BYTES + 200_000 * fr.JVM_BYTES_PER_STORED_EDGE
+    # ...up to its heap plus what it holds outside it; with the state in Spark's cache it holds that too
+    huge = fr.estimate_resources(10**7, 10**8, 64, 3, concurrent_tasks=2, **args)
+    assert huge["jvm_memory_bytes"] == (8 << 30) + fr.JVM_NON_HEAP_BYTES
+    cached = fr.estimate_resources(1_000_000, 100_000, 128, 3, **{**args, "state_files": False})
+    assert cached["jvm_memory_bytes"] == one["jvm_memory_bytes"] + 2 * one["checkpoint_bytes_per_iteration"]
+    assert "JVM 1.69 GiB" in one["summary"]
     assert "jvm_memory_bytes" not in fr.estimate_resources(
         1_000_000, 100_000, 128, 3, directed=False, block_size=250_000
     )
