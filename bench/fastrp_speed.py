@@ -214,13 +214,19 @@ def estimate_beside_measured(meta: dict, args, peak: dict) -> dict:
         directed=False,
         block_size=int(meta["block_size"]),
         state_files=meta.get("state_store") == "files",
-        concurrent_tasks=int(args.master.removeprefix("local[").rstrip("]") or 1),
+        concurrent_tasks=local_cores(args.master),
         jvm_heap_bytes=memory_bytes(args.driver_memory),
     )
     out = {"estimate": {k: v for k, v in est.items() if k != "summary"}}
     for process, key in (("python_workers", "python_workers_rss"), ("jvm", "jvm_rss")):
         out[f"{process}_measured_over_estimate"] = peak[key] / est[f"{process}_memory_bytes"]
     return out
+
+
+def local_cores(master: str) -> int:
+    """Cores of a local master: local[2] -> 2, local[*] and local -> this machine's (1 for local)."""
+    inside = master.removeprefix("local").strip("[]") or "1"
+    return (os.cpu_count() or 1) if inside == "*" else int(inside.split(",")[0])
 
 
 def job_command(args, path: Path, work: Path, name: str = "job") -> list[str]:

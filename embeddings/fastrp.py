@@ -614,8 +614,8 @@ def estimate_resources(
     Per process (``concurrent_tasks`` cores of a host or executor, a JVM heap of
     ``jvm_heap_bytes``): the Python workers, a worker per core plus a task's memory for each block
     product running at once; the JVM, a floor plus a figure per stored edge (plus the cached state
-    when it is not in files), at most its heap plus what it holds outside it (G1 fills the heap
-    before collecting the old generation).
+    when it is not in files: that term is the state's size, not fitted), at most its heap plus what
+    it holds outside it (G1 fills the heap before collecting the old generation).
 
     Returns:
         dict of counts and byte figures (ints) plus a human-readable summary under "summary".

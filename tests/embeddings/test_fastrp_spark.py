@@ -240,6 +240,24 @@ def test_estimate_prints_volumes_and_writes_nothing(tmp_path, good_run, capsys):
     assert not (tmp_path / "never").exists()
 
 
+def test_block_tables_are_written_one_row_per_row_group(spark, tmp_path):
+    # a table of CSR slices (hundreds of MB a row at 1e8 edges) must not sit in the heap until Parquet's
+    # 100-row size check: each row is its own row group, flushed as it is written
+    import pyarrow.parquet as pq
+
+    from embeddings.fastrp_engine import Workdir
+
+    work = Workdir(spark, str(tmp_path / "checkpoints"))
+    rows = spark.range(0, 30, numPartitions=1).selectExpr("id", "repeat('x', 100) as data")
+    work.save(rows, "slices", row_per_group=True)
+    work.save(rows, "plain")
+    groups = {
+        name: sum(pq.ParquetFile(f).metadata.num_row_groups for f in Path(work.path, name).glob("*.parquet"))
+        for name in ("slices", "plain")
+    }
+    assert groups == {"slices": 30, "plain": 1}
+
+
 def _bad_table(spark, tmp_path, pdf):
     return write_edges(spark, pdf, tmp_path / "bad_edges")
 
