@@ -21,8 +21,8 @@ in its own fresh process, one after the other (so a peak belongs to one engine a
 
 Peak memory is sampled every 0.1 s over each process tree: the Python driver, the Spark JVM
 (driver and executor are one JVM under local[*]) and its Python workers, and their sum; for the
-job, ``job_memory`` holds ``--estimate``'s figures for the job's own node count and block layout and
-each process's measured peak over its estimate (issue 16: within 30%).
+job, ``job_memory`` holds the ``--estimate`` figures its commit records (its own counts, layout,
+cores and heap) and each process's measured peak over its figure (issue 16: within 30%).
 ``ratio_job_over_scipy`` / ``ratio_job_over_rust`` are the issue's targets (<= 1.5 / <= 4 at 1e7).
 """
 
@@ -201,32 +201,12 @@ def committed_metadata(table: Path) -> dict:
     return {}
 
 
-def estimate_beside_measured(meta: dict, args, peak: dict) -> dict:
-    """``--estimate``'s figures for the job's own counts and layout, each process's beside its measured peak."""
-    from embeddings import fastrp as fr
-    from embeddings.admission import memory_bytes
-
-    est = fr.estimate_resources(
-        int(meta["num_nodes"]),
-        int(meta["num_edges"]),
-        args.dim,
-        args.iterations,
-        directed=False,
-        block_size=int(meta["block_size"]),
-        state_files=meta.get("state_store") == "files",
-        concurrent_tasks=local_cores(args.master),
-        jvm_heap_bytes=memory_bytes(args.driver_memory),
-    )
-    out = {"estimate": {k: v for k, v in est.items() if k != "summary"}}
+def measured_over_estimate(estimate: dict, peak: dict) -> dict:
+    """The job's own ``--estimate`` figures (from its commit) and each process's measured peak over its figure."""
+    out = {"estimate": estimate}
     for process, key in (("python_workers", "python_workers_rss"), ("jvm", "jvm_rss")):
-        out[f"{process}_measured_over_estimate"] = peak[key] / est[f"{process}_memory_bytes"]
+        out[f"{process}_measured_over_estimate"] = peak[key] / estimate[f"{process}_memory_bytes"]
     return out
-
-
-def local_cores(master: str) -> int:
-    """Cores of a local master: local[2] -> 2, local[*] and local -> this machine's (1 for local)."""
-    inside = master.removeprefix("local").strip("[]") or "1"
-    return (os.cpu_count() or 1) if inside == "*" else int(inside.split(",")[0])
 
 
 def job_command(args, path: Path, work: Path, name: str = "job") -> list[str]:
@@ -381,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                 meta = committed_metadata(Path(row[f"{engine}_report"]["output"]))
                 row[f"{engine}_seconds_by_phase"] = meta.get("seconds_by_phase", {})
                 if engine == "job":
-                    row["job_memory"] = estimate_beside_measured(meta, args, row["job_peak"])
+                    row["job_memory"] = measured_over_estimate(meta["estimate"], row["job_peak"])
                 continue
             if engine in ("scipy", "rust"):
                 python = sys.executable if engine == "scipy" else args.rust_python

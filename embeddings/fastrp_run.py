@@ -144,11 +144,14 @@ def embed(
     except BaseException:
         release()
         raise
+    files = stats.get("state_store") == "files"
+    estimate = _estimate(int(stats["num_nodes"]), counts, cfg, files, process_shape(spark))
     metadata = {
         "params": cfg.model_dump(mode="json"),
         "num_edges": counts["rows"],
         **stats,
         "seconds_by_phase": timings,
+        "estimate": {k: v for k, v in estimate.items() if k != "summary"},  # beside what the run measured
     }
     return Embedding(
         out,

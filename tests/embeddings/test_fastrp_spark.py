@@ -216,6 +216,8 @@ def test_job_writes_node_and_embedding_columns_and_a_run_record(spark, good_run)
     meta = json.loads(spark.sql(f"DESCRIBE HISTORY delta.`{emb}`").head()["userMetadata"])
     assert meta["params"]["dim"] == 12 and meta["inputs"]["edges"]["version"] == 0 and meta["num_blocks"] == 3
     assert set(meta["seconds_by_phase"]) >= {"edge_blocks", "iteration_1", "iteration_3"}
+    # beside what it measured, the run's own estimate of its layout and of each process (2 cores here)
+    assert meta["estimate"]["num_blocks"] == 3 and meta["estimate"]["jvm_memory_bytes"] >= fr.JVM_BASE_BYTES
     record = spark.read.format("delta").load(runs_path(str(emb))).head()
     assert record["output_version"] == good_run["version"] and record["input_version"] == 0
     assert json.loads(record["params"])["iteration_weights"] == [0.0, 1.0, 2.0]
