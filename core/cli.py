@@ -121,13 +121,14 @@ def _read_layer(path: str) -> DictConfig:
 
 
 def scratch_flags(root: Path, master: str = "local[2]", shuffle_partitions: int = 2) -> list[str]:
-    """Flags that point a job's Spark master, checkpoints, MLflow store and GX evidence at folder ``root``.
+    """Flags that point a job's Spark master, checkpoints, warehouse, MLflow store and GX evidence at folder ``root``.
 
     For job runs that must leave the user's stores alone: the tests and the benchmarks that run jobs.
     """
     pairs = {
         "spark.shuffle_partitions": shuffle_partitions,
         "spark.checkpoint_dir": root / "checkpoints",
+        "spark.warehouse_dir": root / "spark-warehouse",
         "mlflow.tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
         "quality.output": root / "quality",
     }

@@ -35,6 +35,8 @@ class SparkConfig(StrictModel):
     ui_enabled: bool = False
     driver_memory: str = "4g"
     checkpoint_dir: str = "data/checkpoints"
+    # Spark's own default is ./spark-warehouse: a session that touches the catalog creates it wherever it runs.
+    warehouse_dir: str = "data/spark-warehouse"
     conf: dict[str, str] = Field(default_factory=dict)
 
 

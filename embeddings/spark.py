@@ -41,6 +41,7 @@ def build_spark(cfg: SparkConfig):
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.databricks.delta.snapshotPartitions": "2",
+        "spark.sql.warehouse.dir": cfg.warehouse_dir,
         **cfg.conf,
     }
     for key, value in settings.items():

@@ -19,10 +19,12 @@ SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", "bu
 
 
 def repo_files() -> dict[str, tuple[int, int]]:
-    """(mtime_ns, size) of every file in the checkout, except caches, the venv and git's own files."""
+    """(mtime_ns, size) of every file in the checkout and each folder's name (an empty folder counts too),
+    except caches, the venv and git's own files."""
     out = {}
     for root, dirs, files in os.walk(REPO):
         dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.endswith(".egg-info")]
+        out.update({os.path.relpath(os.path.join(root, d), REPO) + "/": (0, 0) for d in dirs})
         for name in files:
             st = os.stat(os.path.join(root, name))
             out[os.path.relpath(os.path.join(root, name), REPO)] = (st.st_mtime_ns, st.st_size)
@@ -52,6 +54,7 @@ def spark(tmp_path_factory):
         ui_enabled=False,
         driver_memory="2g",
         checkpoint_dir=str(tmp_path_factory.mktemp("checkpoints")),
+        warehouse_dir=str(tmp_path_factory.mktemp("warehouse")),
     )
     session = build_spark(cfg)
     yield session

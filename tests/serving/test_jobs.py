@@ -30,7 +30,12 @@ def job_main(name: str):
 def jobs_conf(root, model: str, tables: dict, schema: dict, epochs: int = 2) -> dict:
     """A job config with everything under ``root``: local Spark, sqlite MLflow, GX evidence, a tiny DLRM."""
     return {
-        "spark": {"master": "local[2]", "shuffle_partitions": 2, "checkpoint_dir": str(root / "checkpoints")},
+        "spark": {
+            "master": "local[2]",
+            "shuffle_partitions": 2,
+            "checkpoint_dir": str(root / "checkpoints"),
+            "warehouse_dir": str(root / "spark-warehouse"),
+        },
         "mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "registered_model": model},
         "quality": {"output": str(root / "quality"), "data_docs": False},
         "tables": tables,
