@@ -18,6 +18,7 @@ writes or logs by itself. :func:`run_stage` does the rest, the same way for ``ma
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,11 +130,25 @@ class Stage:
 
 @dataclass(frozen=True)
 class StageResult:
-    """What a stage run committed (by catalog name) and its summary."""
+    """What a stage run committed (by catalog name), its summary, and the seconds each runner step took."""
 
     stage: str
     written: dict[str, WriteResult]
     summary: BaseModel
+    seconds_by_step: dict[str, float] = field(default_factory=dict)
+
+
+class _Steps:
+    """Wall-clock seconds of the runner's steps, in order: where a user's wait goes besides ``compute``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(self.seconds.get(step, 0.0) + now - self._last, 3)
+        self._last = now
 
 
 def check(df: DataFrame, rule: Gate, cfg: PipelineConfig) -> None:
@@ -167,15 +182,24 @@ def read_inputs(spark: SparkSession, cfg: PipelineConfig, stage: Stage) -> tuple
 
 
 def run_stage(spark: SparkSession, cfg: PipelineConfig, stage: Stage) -> StageResult:
-    """Run ``stage`` in its own MLflow run (a child of the refresh's parent run, if any)."""
+    """Run ``stage`` in its own MLflow run (a child of the refresh's parent run, if any).
+
+    The result's ``seconds_by_step`` (also logged, and as ``stage.seconds.<step>`` metrics) splits
+    the wait: ``start`` (the MLflow run), ``read_inputs`` (with their gates), ``compute``,
+    ``gate_outputs``, ``write``, ``after_write`` and ``release`` (the stage's clean-up).
+    """
+    steps = _Steps()
     with mlflow_run(cfg.mlflow, stage.name, params=stage.params(cfg)) as run:
+        steps.lap("start")
         frames, versions = read_inputs(spark, cfg, stage)
         bases = {name: delta_version(spark, cfg.tables.path(name)) for name in stage.outputs}
+        steps.lap("read_inputs")
         ctx = StageContext(spark, cfg, frames, versions, bases)
         written: dict[str, WriteResult] = {}
         try:
             with reading(f"an input of stage {stage.name} ({', '.join(stage.input_names(cfg))})"):
                 out = stage.compute(ctx)
+                steps.lap("compute")
                 ctx.deferred.extend(out.release)
                 unknown = set(out.outputs) - set(stage.outputs)
                 if unknown:
@@ -191,6 +215,7 @@ def run_stage(spark: SparkSession, cfg: PipelineConfig, stage: Stage) -> StageRe
                 for output in out.outputs.values():
                     for rule in output.gates:
                         check(output.frame, rule, cfg)
+                steps.lap("gate_outputs")
                 if (
                     len(out.outputs) > 1
                 ):  # all before the first write, so a lost race writes none (write_delta checks each)
@@ -210,19 +235,27 @@ def run_stage(spark: SparkSession, cfg: PipelineConfig, stage: Stage) -> StageRe
                     log_delta_table(
                         name, written[name].path, written[name].version, role="output", num_rows=written[name].num_rows
                     )
+                steps.lap("write")
                 if out.after_write is not None:
                     out.after_write(written)
+                    steps.lap("after_write")
         finally:
             for step in ctx.deferred:
                 try:  # each step runs; none hides the stage's own error
                     step()
                 except Exception as exc:  # noqa: BLE001
                     log.warning("stage %s: clean-up step %r failed: %s", stage.name, step, exc)
+            steps.lap("release")
         if run is not None:
             import mlflow
 
-            if out.metrics:
-                mlflow.log_metrics(out.metrics)
+            metrics = {**out.metrics, **{f"stage.seconds.{k}": v for k, v in steps.seconds.items()}}
+            mlflow.log_metrics(metrics)
             mlflow.log_dict(out.summary.model_dump(mode="json"), f"{stage.name}/summary.json")
-    log.info("stage %s: %s", stage.name, ", ".join(f"{k} v{w.version} ({w.num_rows} rows)" for k, w in written.items()))
-    return StageResult(stage=stage.name, written=written, summary=out.summary)
+    log.info(
+        "stage %s: %s; seconds by step %s",
+        stage.name,
+        ", ".join(f"{k} v{w.version} ({w.num_rows} rows)" for k, w in written.items()),
+        steps.seconds,
+    )
+    return StageResult(stage=stage.name, written=written, summary=out.summary, seconds_by_step=steps.seconds)

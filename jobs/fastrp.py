@@ -29,8 +29,10 @@ def main(argv: list[str] | None = None) -> int:
             files = files_state_store(spark, cfg.spark.checkpoint_dir, cfg.fastrp.state_store)
             print(json.dumps(estimate_run(raw_edges, cfg.fastrp, files), indent=2))
             return 0
-        result = run_stage(spark, cfg, FASTRP).written["embeddings"]
-    print(json.dumps({"output": result.path, "version": result.version, "rows": result.num_rows}))
+        stage = run_stage(spark, cfg, FASTRP)
+    result = stage.written["embeddings"]
+    report = {"output": result.path, "version": result.version, "rows": result.num_rows}
+    print(json.dumps({**report, "seconds_by_step": stage.seconds_by_step}))
     return 0
 
 

@@ -102,3 +102,32 @@ def test_of_two_writers_racing_on_the_same_version_exactly_one_commits(spark, tm
         t.join()
     assert sorted(outcomes) == ["committed", "lost"]
     assert delta_version(spark, path) == 1
+
+
+def test_a_stage_says_how_long_each_runner_step_took_and_logs_it_to_its_mlflow_run(spark, tmp_path):
+    # given: a stage whose compute takes a known while, tracked in a sqlite store under tmp
+    import time
+
+    import mlflow
+
+    cfg = PipelineConfig.model_validate(
+        {
+            "tables": {"root": str(tmp_path), "vocab": {"path": "out"}},
+            "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+            "quality": {"output": str(tmp_path / "quality")},
+        }
+    )
+
+    def slow(ctx) -> StageOutput:
+        time.sleep(0.5)
+        return StageOutput({"vocab": Output(ctx.spark.range(3))}, Rows(rows=3))
+
+    # when
+    result = run_stage(spark, cfg, stage(slow))
+    # then: every step in order, compute holding the sleep, and the same figures as run metrics
+    assert list(result.seconds_by_step) == ["start", "read_inputs", "compute", "gate_outputs", "write", "release"]
+    assert result.seconds_by_step["compute"] >= 0.5 and result.seconds_by_step["write"] > 0
+    client = mlflow.MlflowClient(cfg.mlflow.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name(cfg.mlflow.experiment).experiment_id])
+    logged = {k.removeprefix("stage.seconds."): v for k, v in run.data.metrics.items() if k.startswith("stage.")}
+    assert logged == result.seconds_by_step
