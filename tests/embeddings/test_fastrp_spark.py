@@ -471,6 +471,31 @@ def test_the_job_gates_its_input_and_output_and_tracks_the_run(good_run):
     assert run_.data.params["fastrp.dim"] == "12"
 
 
+def test_the_run_logs_the_written_vectors_norms_and_a_pca_plot_of_them(spark, good_run):
+    # given the job's run (fixture) and the table it wrote
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{good_run['output'].parent / 'mlflow.db'}")
+    runs = [
+        r
+        for e in client.search_experiments()
+        for r in client.search_runs([e.experiment_id])
+        if r.data.params.get("output.embeddings.path") == str(good_run["output"])
+    ]
+    run_ = min(runs, key=lambda r: r.info.start_time)
+    vectors = np.array([r["embedding"] for r in spark.read.format("delta").load(str(good_run["output"])).collect()])
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+    # then the metrics are those of the table, and the plot is an artifact of the run
+    metrics = run_.data.metrics
+    assert metrics["embeddings.num_nodes"] == len(vectors)
+    assert metrics["embeddings.norm_mean"] == pytest.approx(norms.mean(), rel=1e-6)
+    assert metrics["embeddings.norm_min"] == pytest.approx(norms.min(), rel=1e-6)
+    assert metrics["embeddings.norm_max"] == pytest.approx(norms.max(), rel=1e-6)
+    assert metrics["embeddings.zero_vectors"] == int((norms == 0).sum())
+    (plot,) = client.list_artifacts(run_.info.run_id, "plots")
+    assert plot.path == "plots/fastrp_pca.png" and plot.file_size > 1000
+
+
 def test_the_pca_plot_colours_nodes_by_role_prefix_and_keeps_its_legend_short():
     from embeddings.stages import node_kinds
 
