@@ -344,8 +344,9 @@ def log_embedding_summary(spark, path: str, dim: int, num_rows: int, sample: int
     import numpy as np
 
     emb = spark.read.format("delta").load(path)
+    num_rows = num_rows if num_rows >= 0 else emb.count()  # -1: the commit did not report its row count
     norm = F.sqrt(F.aggregate("embedding", F.lit(0.0), lambda acc, x: acc + x * x))
-    picked = F.rand(seed=0) < F.lit(min(1.0, sample / max(num_rows, 1)))  # about ``sample`` rows, bounded below
+    picked = F.rand(seed=0) < F.lit(min(1.0, sample / max(num_rows, 1)))  # each row with probability sample / N
     stats = (
         emb.select(norm.alias("n"), F.when(picked, F.struct("node", "embedding")).alias("s"))
         .agg(
