@@ -43,7 +43,6 @@ import contextlib
 import logging
 import math
 import pickle
-import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -54,6 +53,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from core.clock import Clock
 from embeddings import fastrp as fr
 from embeddings.fastrp_layout import (
     OUT_CHUNK_SCHEMA,
@@ -670,7 +670,7 @@ def fastrp_spark(
     """
     timings = {} if timings is None else timings
     work = work or Workdir(spark, checkpoint_dir)
-    clock = _Clock(timings)
+    clock = Clock(timings)  # seconds per phase, kept in the run record
     distinct = work.save(distinct_nodes(edges), "distinct_nodes")
     num_nodes = distinct.count()
     if admit_nodes is not None:
@@ -791,18 +791,6 @@ def task_threads(spark: SparkSession, num_partitions: int) -> int:
     if not sc.master.startswith("local"):
         cores = min(cores, int(sc.getConf().get("spark.executor.cores", "1")))
     return max(task_cpus, min(cores, sc.defaultParallelism // max(1, num_partitions)))
-
-
-class _Clock:
-    """Seconds per phase into ``timings`` (kept in the run record)."""
-
-    def __init__(self, timings: dict):
-        self.timings, self.last = timings, time.time()
-
-    def lap(self, name: str) -> None:
-        now = time.time()
-        self.timings[name] = round(now - self.last, 3)
-        self.last = now
 
 
 def local_engine_frame(

@@ -302,6 +302,11 @@ def _stat_cols(embedding_col: str) -> tuple[str, str, str]:
     return f"{embedding_col}_dim", f"{embedding_col}_nonfinite", f"{embedding_col}_norm"
 
 
+def l2_norm(vec):
+    """The L2 norm of an array column, summed in double where the data lives (no UDF)."""
+    return F.sqrt(F.aggregate(vec, F.lit(0.0).cast("double"), lambda acc, v: acc + v.cast("double") * v))
+
+
 def embedding_stats_frame(df, *, node_col: str = "node", embedding_col: str = "embedding"):
     """Per node: vector length, count of non-finite entries and L2 norm, computed where the data lives.
 
@@ -326,12 +331,11 @@ def embedding_stats_frame(df, *, node_col: str = "node", embedding_col: str = "e
 
         vec = vector_to_array(vec)
     nonfinite = F.filter(vec, lambda v: F.isnan(v) | (F.abs(v) == F.lit(float("inf"))))
-    squares = F.aggregate(vec, F.lit(0.0).cast("double"), lambda acc, v: acc + v.cast("double") * v)
     return df.select(
         node_col,
         F.when(vec.isNotNull(), F.size(vec)).alias(dim_col),
         F.size(nonfinite).alias(bad_col),
-        F.sqrt(squares).alias(norm_col),
+        l2_norm(vec).alias(norm_col),
     )
 
 
@@ -651,6 +655,7 @@ __all__ = [
     "embeddings_suite",
     "gate",
     "id_stability_frame",
+    "l2_norm",
     "scores_suite",
     "validate",
     "vocabulary_ids_suite",

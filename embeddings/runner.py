@@ -18,7 +18,6 @@ writes or logs by itself. :func:`run_stage` does the rest, the same way for ``ma
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel
 from pyspark.sql import DataFrame, SparkSession
 
+from core.clock import Clock
 from core.config import PipelineConfig
 from core.errors import InputError
 from core.tracking import log_delta_table, log_quality_results, mlflow_run
@@ -138,19 +138,6 @@ class StageResult:
     seconds_by_step: dict[str, float] = field(default_factory=dict)
 
 
-class _Steps:
-    """Wall-clock seconds of the runner's steps, in order: where a user's wait goes besides ``compute``."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self._last = time.perf_counter()
-
-    def lap(self, step: str) -> None:
-        now = time.perf_counter()
-        self.seconds[step] = round(self.seconds.get(step, 0.0) + now - self._last, 3)
-        self._last = now
-
-
 def check(df: DataFrame, rule: Gate, cfg: PipelineConfig) -> None:
     """Run one gate (raises DataQualityError on failure) and attach its evidence to the active run."""
     report = gate(df, rule.suite, cfg.quality, schema=cfg.click_schema, previous=rule.previous, **rule.params)
@@ -188,7 +175,7 @@ def run_stage(spark: SparkSession, cfg: PipelineConfig, stage: Stage) -> StageRe
     the wait: ``start`` (the MLflow run), ``read_inputs`` (with their gates), ``compute``,
     ``gate_outputs``, ``write``, ``after_write`` and ``release`` (the stage's clean-up).
     """
-    steps = _Steps()
+    steps = Clock()  # the runner's steps, in order: where a user's wait goes besides compute
     with mlflow_run(cfg.mlflow, stage.name, params=stage.params(cfg)) as run:
         steps.lap("start")
         frames, versions = read_inputs(spark, cfg, stage)

@@ -27,6 +27,7 @@ from embeddings.encode import encode
 from embeddings.fastrp_run import embed, write_run_record
 from embeddings.graph import ITEM_ITEM, USER_ITEM, build_edges
 from embeddings.io import is_delta_table, require_columns
+from embeddings.quality import l2_norm
 from embeddings.retrieval import top_k
 from embeddings.runner import Gate, Output, Stage, StageContext, StageOutput
 from embeddings.vocabulary import VocabularyBuilder
@@ -345,7 +346,7 @@ def log_embedding_summary(spark, path: str, dim: int, num_rows: int, sample: int
 
     emb = spark.read.format("delta").load(path)
     num_rows = num_rows if num_rows >= 0 else emb.count()  # -1: the commit did not report its row count
-    norm = F.sqrt(F.aggregate("embedding", F.lit(0.0), lambda acc, x: acc + x * x))
+    norm = l2_norm(F.col("embedding"))
     picked = F.rand(seed=0) < F.lit(min(1.0, sample / max(num_rows, 1)))  # each row with probability sample / N
     stats = (
         emb.select(norm.alias("n"), F.when(picked, F.struct("node", "embedding")).alias("s"))

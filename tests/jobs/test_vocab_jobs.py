@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.cli import run
+from core.cli import run, scratch_flags
 from core.config import PipelineConfig, SynthConfig
 from embeddings.io import delta_version
 from embeddings.runner import run_stage
@@ -116,18 +116,7 @@ def test_rerun_on_the_same_input_is_idempotent(spark, job_args, clicks, tmp_path
 def built_vocab(spark, clicks, tmp_path_factory):
     """A vocabulary built once (Delta version 0) that the bad runs below must leave untouched."""
     root = tmp_path_factory.mktemp("built")
-    args = [
-        "--master",
-        "local[2]",
-        "--set",
-        f"spark.checkpoint_dir={root / 'ckpt'}",
-        "--set",
-        f"spark.warehouse_dir={root / 'warehouse'}",
-        "--set",
-        f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
-        "--set",
-        f"quality.output={root / 'quality'}",
-    ]
+    args = scratch_flags(root)
     out = root / "vocab"
     assert run(build_vocab.main, vocab_args(args, clicks, out)) == 0
     return out, sorted(spark.read.format("delta").load(str(out)).collect())
